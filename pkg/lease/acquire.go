@@ -1,0 +1,251 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weft-cni/weft/pkg/netconf"
+)
+
+// AcquireOptions tune Acquire.
+type AcquireOptions struct {
+	// TTL binds a newly created key to an etcd lease of this length, which
+	// the caller keeps alive by Lease.EtcdLease. 0 creates a permanent
+	// reservation. An existing key keeps its kind: a reservation stays one,
+	// and a leased key keeps its etcd lease while that is alive.
+	TTL time.Duration
+	// Prefer is tried first when the node holds no lease, typically the
+	// subnet from the node's subnet file, so a node gets its subnet back.
+	Prefer netip.Prefix
+}
+
+// errLostRace makes Acquire re-list and try again.
+var errLostRace = errors.New("lost a race for a subnet key")
+
+// revokeTimeout bounds the cleanup of an etcd lease Acquire granted but did not use.
+const revokeTimeout = 5 * time.Second
+
+// Acquire returns the node's lease in the network cfg, creating one if needed
+// (DESIGN invariants 1 and 2):
+//   - a lease in the network whose PublicIP is attrs.PublicIP is reused, its
+//     value rewritten (compare-and-set on ModRevision) if attrs differ;
+//   - else opt.Prefer, if cfg contains it and nobody holds it;
+//   - else a random free subnet of cfg, created only if its key is absent.
+//
+// A lost race re-lists and tries again, a bounded number of times; then the
+// error wraps ErrConflict. A full network gives an error wrapping ErrNoFreeSubnet.
+func (s *Store) Acquire(ctx context.Context, cfg *netconf.Config, attrs Attrs, opt AcquireOptions) (*Lease, error) {
+	if cfg == nil {
+		return nil, errors.New("acquiring a subnet: no network config")
+	}
+	if opt.TTL < 0 {
+		return nil, fmt.Errorf("acquiring a subnet: negative TTL %s", opt.TTL)
+	}
+	value, err := attrs.MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("acquiring a subnet: %w", err)
+	}
+	a := &acquisition{s: s, cfg: cfg, attrs: attrs, value: string(value), opt: opt}
+	defer a.revokeUnused(ctx)
+	attempts := min(cfg.Count(), 50) + 5
+	for range attempts {
+		l, err := a.try(ctx)
+		if !errors.Is(err, errLostRace) {
+			return l, err
+		}
+	}
+	return nil, fmt.Errorf("acquiring a subnet in %s for %s: lost %d races with other writers: %w",
+		cfg.Network, attrs.PublicIP, attempts, ErrConflict)
+}
+
+// acquisition is the state of one Acquire call.
+type acquisition struct {
+	s     *Store
+	cfg   *netconf.Config
+	attrs Attrs
+	value string
+	opt   AcquireOptions
+
+	grant     clientv3.LeaseID // granted etcd lease, reused across attempts
+	grantExp  time.Time
+	grantUsed bool
+}
+
+func (a *acquisition) try(ctx context.Context) (*Lease, error) {
+	leases, _, err := a.s.list(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("acquiring a subnet: %w", err)
+	}
+	if own := a.own(leases); own != nil {
+		return a.reuse(ctx, *own)
+	}
+	subnet, err := a.pick(leases)
+	if err != nil {
+		return nil, err
+	}
+	return a.create(ctx, subnet)
+}
+
+// own returns the node's oldest lease in the network, or nil.
+func (a *acquisition) own(leases []Lease) *Lease {
+	return oldest(leases, func(l *Lease) bool {
+		return l.Attrs.PublicIP == a.attrs.PublicIP && a.cfg.Contains(l.Subnet)
+	})
+}
+
+// reuse keeps the node's existing key, rewriting its value if needed and
+// keeping its kind (reservation or bound to its etcd lease).
+func (a *acquisition) reuse(ctx context.Context, own Lease) (*Lease, error) {
+	var opts []clientv3.OpOption
+	if own.EtcdLease != 0 {
+		exp, alive, err := a.s.expiration(ctx, own.EtcdLease)
+		if err != nil {
+			return nil, fmt.Errorf("reusing lease of %s: %w", own.Subnet, err)
+		}
+		if !alive {
+			return nil, errLostRace // the key goes with its etcd lease; list again
+		}
+		own.Expiration = exp
+		opts = append(opts, clientv3.WithLease(own.EtcdLease))
+	}
+	if own.Attrs.Equal(a.attrs) {
+		return &own, nil
+	}
+	key := a.s.keyOf(&own)
+	resp, err := a.s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", own.ModRevision)).
+		Then(clientv3.OpPut(key, a.value, opts...)).
+		Commit()
+	if err != nil {
+		return nil, fmt.Errorf("updating lease %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		return nil, errLostRace
+	}
+	own.Attrs = a.attrs
+	own.ModRevision = resp.Header.Revision
+	return &own, nil
+}
+
+// pick chooses the subnet to create: opt.Prefer if free, else a random free one.
+func (a *acquisition) pick(leases []Lease) (netip.Prefix, error) {
+	held := newHeldSet(leases, a.cfg.SubnetLen)
+	if p := a.opt.Prefer; p.IsValid() && a.cfg.Contains(p) && !held.overlaps(p) {
+		return p, nil
+	}
+	var chosen netip.Prefix
+	free := 0
+	for p := range a.cfg.Subnets() {
+		if held.overlaps(p) {
+			continue
+		}
+		free++
+		if rand.IntN(free) == 0 { // reservoir sampling: uniform over free subnets
+			chosen = p
+		}
+	}
+	if free == 0 {
+		return netip.Prefix{}, fmt.Errorf("acquiring a subnet for %s: all %d subnets /%d of network %s (%s..%s) are held: %w",
+			a.attrs.PublicIP, a.cfg.Count(), a.cfg.SubnetLen, a.cfg.Network, a.cfg.SubnetMin, a.cfg.SubnetMax, ErrNoFreeSubnet)
+	}
+	return chosen, nil
+}
+
+// create writes the key of subnet if it does not exist, then checks, in the
+// same transaction's snapshot, that no older lease of this node appeared
+// meanwhile (a plugin and a daemon acquiring at once); the younger gives way.
+func (a *acquisition) create(ctx context.Context, subnet netip.Prefix) (*Lease, error) {
+	l := Lease{Subnet: subnet, Attrs: a.attrs, key: SubnetKey(a.s.prefix, subnet)}
+	var opts []clientv3.OpOption
+	if a.opt.TTL > 0 {
+		if err := a.grantLease(ctx); err != nil {
+			return nil, err
+		}
+		l.EtcdLease, l.Expiration = a.grant, a.grantExp
+		opts = append(opts, clientv3.WithLease(a.grant))
+	}
+	resp, err := a.s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Version(l.key), "=", 0)).
+		Then(clientv3.OpPut(l.key, a.value, opts...), clientv3.OpGet(subnetsDir(a.s.prefix), clientv3.WithPrefix())).
+		Commit()
+	if err != nil {
+		return nil, fmt.Errorf("creating lease %s: %w", l.key, err)
+	}
+	if !resp.Succeeded {
+		return nil, errLostRace
+	}
+	a.grantUsed = a.opt.TTL > 0
+	l.ModRevision, l.createRevision = resp.Header.Revision, resp.Header.Revision
+	snapshot := a.s.decodeAll(resp.Responses[1].GetResponseRange().GetKvs())
+	if first := a.own(snapshot); first == nil || first.key == l.key {
+		return &l, nil
+	}
+	if err := a.s.Release(ctx, &Lease{ModRevision: l.ModRevision, key: l.key}); err != nil {
+		return nil, fmt.Errorf("giving up duplicate lease %s: %w", l.key, err)
+	}
+	a.grantUsed = false
+	return nil, errLostRace
+}
+
+// grantLease grants the etcd lease for a new key, once per Acquire.
+func (a *acquisition) grantLease(ctx context.Context) error {
+	if a.grant != 0 {
+		return nil
+	}
+	secs := int64((a.opt.TTL + time.Second - 1) / time.Second)
+	start := time.Now()
+	resp, err := a.s.cli.Grant(ctx, secs)
+	if err != nil {
+		return fmt.Errorf("granting an etcd lease of %s: %w", a.opt.TTL, err)
+	}
+	a.grant, a.grantExp = resp.ID, start.Add(time.Duration(resp.TTL)*time.Second)
+	return nil
+}
+
+// revokeUnused revokes the granted etcd lease if no key ended up bound to it.
+func (a *acquisition) revokeUnused(ctx context.Context) {
+	if a.grant == 0 || a.grantUsed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
+	defer cancel()
+	if _, err := a.s.cli.Revoke(ctx, a.grant); err != nil {
+		a.s.log.Warn("revoking unused etcd lease", "lease_id", fmt.Sprintf("%x", int64(a.grant)), "error", err)
+	}
+}
+
+// heldSet answers whether a candidate subnet overlaps a listed lease.
+type heldSet struct {
+	exact map[netip.Prefix]bool // leases of the config's subnet length
+	other []netip.Prefix        // leases of another length (config changed)
+}
+
+func newHeldSet(leases []Lease, subnetLen int) heldSet {
+	h := heldSet{exact: make(map[netip.Prefix]bool, len(leases))}
+	for _, l := range leases {
+		if l.Subnet.Bits() == subnetLen {
+			h.exact[l.Subnet] = true
+		} else {
+			h.other = append(h.other, l.Subnet)
+		}
+	}
+	return h
+}
+
+func (h heldSet) overlaps(p netip.Prefix) bool {
+	if h.exact[p] {
+		return true
+	}
+	for _, o := range h.other {
+		if o.Overlaps(p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,301 @@
+// Package lease keeps node subnet leases in etcd, in flannel's schema:
+// <prefix>/config holds the network config and <prefix>/subnets/<a.b.c.d>-<len>
+// one lease per node. A key bound to an etcd lease expires with it; a key
+// with no etcd lease is a permanent reservation.
+package lease
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weft-cni/weft/pkg/netconf"
+)
+
+// Sentinel errors, for errors.Is.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrNoFreeSubnet = errors.New("no free subnet")
+	ErrConflict     = errors.New("changed concurrently")
+	ErrCompacted    = errors.New("watch revision compacted")
+)
+
+// Lease is one subnet key.
+type Lease struct {
+	Subnet netip.Prefix
+	Attrs  Attrs
+	// Expiration is when the etcd lease runs out; zero for a reservation.
+	Expiration time.Time
+	// EtcdLease is the etcd lease the key is bound to; 0 for a reservation.
+	EtcdLease clientv3.LeaseID
+	// ModRevision is the etcd revision of the last write of the key (of its
+	// deletion, in a Removed event). Release and rewrites compare it.
+	ModRevision int64
+
+	key            string // the etcd key, which may be a flannel dual-stack key
+	createRevision int64
+}
+
+// Reservation reports whether the key is a permanent reservation: it is
+// bound to no etcd lease and never expires.
+func (l *Lease) Reservation() bool {
+	return l.EtcdLease == 0
+}
+
+// Store reads and writes leases under one etcd prefix.
+type Store struct {
+	cli    *clientv3.Client
+	prefix string
+	log    *slog.Logger
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLogger sets the logger for warnings (malformed keys); default slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Store) { s.log = l }
+}
+
+// NewStore returns a store under prefix; "" means DefaultPrefix.
+func NewStore(cli *clientv3.Client, prefix string, opts ...Option) *Store {
+	s := &Store{cli: cli, prefix: normalizePrefix(prefix), log: slog.Default()}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Prefix returns the etcd prefix, without a trailing slash.
+func (s *Store) Prefix() string { return s.prefix }
+
+// NetworkConfig reads and parses <prefix>/config.
+func (s *Store) NetworkConfig(ctx context.Context) (*netconf.Config, error) {
+	key := configKey(s.prefix)
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("reading network config %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("reading network config: key %s: %w", key, ErrNotFound)
+	}
+	cfg, err := netconf.Parse(resp.Kvs[0].Value)
+	if err != nil {
+		return nil, fmt.Errorf("network config %s: %w", key, err)
+	}
+	return cfg, nil
+}
+
+// PutNetworkConfig validates raw with netconf.Parse and writes it to <prefix>/config.
+func (s *Store) PutNetworkConfig(ctx context.Context, raw []byte) error {
+	if _, err := netconf.Parse(raw); err != nil {
+		return fmt.Errorf("writing network config: %w", err)
+	}
+	key := configKey(s.prefix)
+	if _, err := s.cli.Put(ctx, key, string(raw)); err != nil {
+		return fmt.Errorf("writing network config %s: %w", key, err)
+	}
+	return nil
+}
+
+// List returns every lease, sorted by subnet, and the etcd revision of the
+// read (Watch from it to follow changes). Malformed entries are skipped with
+// a warning.
+func (s *Store) List(ctx context.Context) ([]Lease, int64, error) {
+	leases, rev, err := s.list(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := s.fillExpirations(ctx, leases); err != nil {
+		return nil, 0, err
+	}
+	return leases, rev, nil
+}
+
+// list is List without expirations, which cost one round trip per etcd lease.
+func (s *Store) list(ctx context.Context) ([]Lease, int64, error) {
+	dir := subnetsDir(s.prefix)
+	resp, err := s.cli.Get(ctx, dir, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("listing %s: %w", dir, err)
+	}
+	return s.decodeAll(resp.Kvs), resp.Header.Revision, nil
+}
+
+func (s *Store) decodeAll(kvs []*mvccpb.KeyValue) []Lease {
+	leases := make([]Lease, 0, len(kvs))
+	for _, kv := range kvs {
+		l, err := decodeKV(kv)
+		if err != nil {
+			s.log.Warn("skipping malformed subnet lease", "key", string(kv.Key), "error", err)
+			continue
+		}
+		leases = append(leases, l)
+	}
+	slices.SortFunc(leases, func(a, b Lease) int { return compareLeases(&a, &b) })
+	return leases
+}
+
+func compareLeases(a, b *Lease) int {
+	if c := a.Subnet.Addr().Compare(b.Subnet.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Subnet.Bits(), b.Subnet.Bits())
+}
+
+func decodeKV(kv *mvccpb.KeyValue) (Lease, error) {
+	subnet, err := ParseSubnetKey(string(kv.Key))
+	if err != nil {
+		return Lease{}, err
+	}
+	var attrs Attrs
+	if err := json.Unmarshal(kv.Value, &attrs); err != nil {
+		return Lease{}, fmt.Errorf("decoding %s: %w", kv.Key, err)
+	}
+	return Lease{
+		Subnet:         subnet,
+		Attrs:          attrs,
+		EtcdLease:      clientv3.LeaseID(kv.Lease),
+		ModRevision:    kv.ModRevision,
+		key:            string(kv.Key),
+		createRevision: kv.CreateRevision,
+	}, nil
+}
+
+// fillExpirations asks etcd how long each distinct etcd lease has left.
+func (s *Store) fillExpirations(ctx context.Context, leases []Lease) error {
+	known := map[clientv3.LeaseID]time.Time{}
+	for i := range leases {
+		id := leases[i].EtcdLease
+		if id == 0 {
+			continue
+		}
+		exp, ok := known[id]
+		if !ok {
+			var err error
+			if exp, _, err = s.expiration(ctx, id); err != nil {
+				return err
+			}
+			known[id] = exp
+		}
+		leases[i].Expiration = exp
+	}
+	return nil
+}
+
+// expiration returns when etcd lease id runs out and whether it is still
+// alive. A lease that is gone expires now.
+func (s *Store) expiration(ctx context.Context, id clientv3.LeaseID) (time.Time, bool, error) {
+	now := time.Now()
+	resp, err := s.cli.TimeToLive(ctx, id)
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return now, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("reading TTL of etcd lease %x: %w", int64(id), err)
+	}
+	if resp.TTL <= 0 {
+		return now, false, nil
+	}
+	return now.Add(time.Duration(resp.TTL) * time.Second), true, nil
+}
+
+// Get returns the lease of subnet, or an error wrapping ErrNotFound.
+func (s *Store) Get(ctx context.Context, subnet netip.Prefix) (*Lease, error) {
+	key := SubnetKey(s.prefix, subnet)
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("reading lease %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("lease of %s (key %s): %w", subnet, key, ErrNotFound)
+	}
+	l, err := decodeKV(resp.Kvs[0])
+	if err != nil {
+		return nil, err
+	}
+	return s.withExpiration(ctx, l)
+}
+
+// withExpiration fills l's Expiration.
+func (s *Store) withExpiration(ctx context.Context, l Lease) (*Lease, error) {
+	one := []Lease{l}
+	if err := s.fillExpirations(ctx, one); err != nil {
+		return nil, err
+	}
+	return &one[0], nil
+}
+
+// FindByPublicIP returns the lease held by the node with public IP ip (the
+// oldest, should there be several), or an error wrapping ErrNotFound.
+func (s *Store) FindByPublicIP(ctx context.Context, ip netip.Addr) (*Lease, error) {
+	leases, _, err := s.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	own := oldest(leases, func(l *Lease) bool { return l.Attrs.PublicIP == ip })
+	if own == nil {
+		return nil, fmt.Errorf("lease of node %s under %s: %w", ip, s.prefix, ErrNotFound)
+	}
+	return s.withExpiration(ctx, *own)
+}
+
+// oldest returns the earliest created lease matching keep, or nil.
+func oldest(leases []Lease, keep func(*Lease) bool) *Lease {
+	var best *Lease
+	for i := range leases {
+		l := &leases[i]
+		if keep(l) && (best == nil || l.createRevision < best.createRevision) {
+			best = l
+		}
+	}
+	return best
+}
+
+// Release deletes l's key if it has not been written since l was read (its
+// ModRevision still matches); otherwise it returns an error wrapping
+// ErrConflict. A key already gone is not an error. The etcd lease, if any,
+// is revoked after the key is deleted.
+func (s *Store) Release(ctx context.Context, l *Lease) error {
+	key := s.keyOf(l)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", l.ModRevision)).
+		Then(clientv3.OpDelete(key)).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("releasing %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		kvs := resp.Responses[0].GetResponseRange().GetKvs()
+		if len(kvs) == 0 {
+			return nil
+		}
+		return fmt.Errorf("releasing %s: written at revision %d since revision %d: %w",
+			key, kvs[0].ModRevision, l.ModRevision, ErrConflict)
+	}
+	if l.EtcdLease == 0 {
+		return nil
+	}
+	if _, err := s.cli.Revoke(ctx, l.EtcdLease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("released %s but revoking etcd lease %x: %w", key, int64(l.EtcdLease), err)
+	}
+	return nil
+}
+
+func (s *Store) keyOf(l *Lease) string {
+	if l.key != "" {
+		return l.key
+	}
+	return SubnetKey(s.prefix, l.Subnet)
+}
