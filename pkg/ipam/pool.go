@@ -1,0 +1,192 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+)
+
+// Pool allocates addresses of one subnet, the node's lease, keeping them in
+// a Store. Every method is one locked read-modify-write of the Store, so
+// many Pools, in many processes, may share one Store's backing files.
+//
+// Entries whose address lies outside the current subnet (the node's lease
+// changed) are kept until released and never handed out again; Allocate
+// for such an attachment gives it a fresh address in the current subnet.
+type Pool struct {
+	store   Store
+	subnet  netip.Prefix
+	alloc   allocator
+	initErr error // why subnet cannot be allocated from, if it cannot
+}
+
+// NewPool returns a Pool handing out addresses of subnet (masked, so
+// 172.7.21.1/24 means 172.7.21.0/24). A subnet that is invalid or too small
+// to hold an address makes Allocate fail; the other methods still work.
+func NewPool(store Store, subnet netip.Prefix) *Pool {
+	alloc, err := newAllocator(subnet)
+	if subnet.IsValid() {
+		subnet = subnet.Masked()
+	}
+	return &Pool{store: store, subnet: subnet, alloc: alloc, initErr: err}
+}
+
+// Subnet returns the (masked) subnet the Pool hands out addresses from.
+func (p *Pool) Subnet() netip.Prefix { return p.subnet }
+
+// Gateway returns the subnet's gateway, its first address after the network
+// address, which is never handed out.
+func (p *Pool) Gateway() netip.Addr { return gateway(p.subnet) }
+
+// Allocate returns the address of attachment a, allocating one when a has
+// none in the current subnet. The error wraps ErrExhausted when the subnet
+// is full and ErrInvalidName when a is not a valid attachment.
+func (p *Pool) Allocate(ctx context.Context, a Attachment) (netip.Addr, error) {
+	if err := a.validate(); err != nil {
+		return netip.Addr{}, err
+	}
+	if p.initErr != nil {
+		return netip.Addr{}, p.initErr
+	}
+	var ip netip.Addr
+	err := p.update(ctx, func(st *State) (bool, error) {
+		if old, ok := st.Entries[a]; ok {
+			if p.alloc.contains(old) {
+				ip = old
+				return false, nil
+			}
+			delete(st.Entries, a) // from an earlier lease: replace it
+		}
+		inUse := make(map[netip.Addr]struct{}, len(st.Entries))
+		for _, addr := range st.Entries {
+			inUse[addr] = struct{}{}
+		}
+		next, err := p.alloc.next(inUse, st.Last)
+		if err != nil {
+			return false, err
+		}
+		ip = next
+		st.Entries[a] = next
+		st.Last = next
+		return true, nil
+	})
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("allocating address for %s/%s: %w", a.ContainerID, a.IfName, err)
+	}
+	return ip, nil
+}
+
+// Release frees the address of attachment a. Releasing an attachment that
+// has no address succeeds.
+func (p *Pool) Release(ctx context.Context, a Attachment) error {
+	if err := a.validate(); err != nil {
+		return err
+	}
+	err := p.update(ctx, func(st *State) (bool, error) {
+		if _, ok := st.Entries[a]; !ok {
+			return false, nil
+		}
+		delete(st.Entries, a)
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("releasing address of %s/%s: %w", a.ContainerID, a.IfName, err)
+	}
+	return nil
+}
+
+// Lookup returns the address held by attachment a, wherever it lies (CHECK
+// compares it with what the pod has).
+func (p *Pool) Lookup(ctx context.Context, a Attachment) (netip.Addr, bool, error) {
+	if err := a.validate(); err != nil {
+		return netip.Addr{}, false, err
+	}
+	var (
+		ip netip.Addr
+		ok bool
+	)
+	err := p.update(ctx, func(st *State) (bool, error) {
+		ip, ok = st.Entries[a]
+		return false, nil
+	})
+	if err != nil {
+		return netip.Addr{}, false, fmt.Errorf("looking up address of %s/%s: %w", a.ContainerID, a.IfName, err)
+	}
+	return ip, ok, nil
+}
+
+// GC frees the address of every attachment not in valid and returns the
+// freed addresses in order. An invalid attachment in valid is an error and
+// frees nothing: a runtime sending garbage is no reason to drop addresses.
+func (p *Pool) GC(ctx context.Context, valid []Attachment) ([]netip.Addr, error) {
+	keep := make(map[Attachment]struct{}, len(valid))
+	for _, a := range valid {
+		if err := a.validate(); err != nil {
+			return nil, fmt.Errorf("garbage collecting addresses: valid attachment: %w", err)
+		}
+		keep[a] = struct{}{}
+	}
+	var released []netip.Addr
+	err := p.update(ctx, func(st *State) (bool, error) {
+		for a, ip := range st.Entries {
+			if _, ok := keep[a]; !ok {
+				delete(st.Entries, a)
+				released = append(released, ip)
+			}
+		}
+		return len(released) > 0, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("garbage collecting addresses: %w", err)
+	}
+	slices.SortFunc(released, netip.Addr.Compare)
+	return released, nil
+}
+
+// List returns every allocation, including those outside the current
+// subnet.
+func (p *Pool) List(ctx context.Context) (map[Attachment]netip.Addr, error) {
+	var entries map[Attachment]netip.Addr
+	err := p.update(ctx, func(st *State) (bool, error) {
+		entries = maps.Clone(st.Entries)
+		return false, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing addresses: %w", err)
+	}
+	if entries == nil {
+		entries = make(map[Attachment]netip.Addr)
+	}
+	return entries, nil
+}
+
+// update runs fn on the stored state under the store's lock and saves the
+// state when fn reports a change.
+func (p *Pool) update(ctx context.Context, fn func(*State) (bool, error)) (err error) {
+	if err := p.store.Lock(ctx); err != nil {
+		return fmt.Errorf("locking store: %w", err)
+	}
+	defer func() {
+		if uerr := p.store.Unlock(); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("unlocking store: %w", uerr))
+		}
+	}()
+	st, err := p.store.Load()
+	if err != nil {
+		return fmt.Errorf("loading state: %w", err)
+	}
+	if st.Entries == nil {
+		st.Entries = make(map[Attachment]netip.Addr)
+	}
+	changed, err := fn(st)
+	if err != nil || !changed {
+		return err
+	}
+	if err := p.store.Save(st); err != nil {
+		return fmt.Errorf("saving state: %w", err)
+	}
+	return nil
+}
