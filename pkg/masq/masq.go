@@ -1,0 +1,130 @@
+// Package masq programs the iptables rules behind DESIGN invariant 4: pod to
+// pod traffic keeps its source IP, pod to outside traffic is masqueraded to
+// the node, no rule is duplicated, and weft's rules stay in front of rules
+// that other software (docker) inserts.
+//
+// The rules live in chains of weft's own (nat WEFT-POSTRTG, filter WEFT-FWD),
+// each reached by a single jump that must be the first rule of its builtin
+// chain (nat POSTROUTING, filter FORWARD).
+package masq
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// IPTables is the part of go-iptables that masq uses, so that tests can
+// check whole rule sets against an in-memory fake without root.
+type IPTables interface {
+	Proto() iptables.Protocol
+	HasRandomFully() bool
+	ChainExists(table, chain string) (bool, error)
+	NewChain(table, chain string) error
+	ClearAndDeleteChain(table, chain string) error
+	List(table, chain string) ([]string, error)
+	ListById(table, chain string, id int) (string, error)
+	Insert(table, chain string, pos int, rulespec ...string) error
+	Delete(table, chain string, rulespec ...string) error
+	DeleteById(table, chain string, id int) error
+}
+
+var _ IPTables = (*iptables.IPTables)(nil)
+
+// Tables and chains weft uses.
+const (
+	TableNAT    = "nat"
+	TableFilter = "filter"
+
+	ChainNAT     = "WEFT-POSTRTG"
+	ChainForward = "WEFT-FWD"
+)
+
+// Comments on weft's rules; iptables -S shows them, so operators can tell
+// what each rule is for.
+const (
+	commentJump       = "weft"
+	commentKeepSource = "weft: pod to pod keeps source ip"
+	commentMasquerade = "weft: pod to outside masqueraded"
+	commentFromPods   = "weft: forward from pods"
+	commentToPods     = "weft: forward to pods"
+)
+
+// Multicast ranges are never masqueraded.
+var (
+	multicast4 = netip.MustParsePrefix("224.0.0.0/4")
+	multicast6 = netip.MustParsePrefix("ff00::/8")
+)
+
+// Rules describes the rules one node needs.
+type Rules struct {
+	// Network is the cluster network, e.g. 172.7.0.0/16. Its family must be
+	// the family of the IPTables the rules are applied with.
+	Network netip.Prefix
+	// IPMasq masquerades traffic from pods to outside Network.
+	IPMasq bool
+}
+
+// Chain is one of weft's chains: the rules it must hold, in order, and the
+// jump that must be the first rule of the builtin chain From.
+type Chain struct {
+	Table string
+	Name  string
+	From  string
+	Jump  []string
+	Rules [][]string
+}
+
+// Chains returns the desired content of weft's chains and their jumps, nat
+// first. Rule specs are written the way iptables -S prints them, so that
+// they compare equal to listed rules. randomFully adds --random-fully to the
+// MASQUERADE rule (IPTables.HasRandomFully).
+func (r Rules) Chains(randomFully bool) []Chain {
+	n := r.Network.Masked().String()
+	nat := [][]string{
+		{"-s", n, "-d", n, "-m", "comment", "--comment", commentKeepSource, "-j", "ACCEPT"},
+	}
+	if r.IPMasq {
+		masq := []string{"-s", n, "!", "-d", multicastFor(r.Network).String(),
+			"-m", "comment", "--comment", commentMasquerade, "-j", "MASQUERADE"}
+		if randomFully {
+			masq = append(masq, "--random-fully")
+		}
+		nat = append(nat, masq)
+	}
+	fwd := [][]string{
+		{"-s", n, "-m", "comment", "--comment", commentFromPods, "-j", "ACCEPT"},
+		{"-d", n, "-m", "comment", "--comment", commentToPods, "-j", "ACCEPT"},
+	}
+	return []Chain{
+		{Table: TableNAT, Name: ChainNAT, From: "POSTROUTING", Jump: jumpTo(ChainNAT), Rules: nat},
+		{Table: TableFilter, Name: ChainForward, From: "FORWARD", Jump: jumpTo(ChainForward), Rules: fwd},
+	}
+}
+
+// ownChains names weft's chains independently of any Rules, for Remove.
+var ownChains = Rules{Network: netip.MustParsePrefix("0.0.0.0/0")}.Chains(false)
+
+func jumpTo(chain string) []string {
+	return []string{"-m", "comment", "--comment", commentJump, "-j", chain}
+}
+
+func multicastFor(network netip.Prefix) netip.Prefix {
+	if network.Addr().Is4() {
+		return multicast4
+	}
+	return multicast6
+}
+
+// desired validates r against ipt and returns the chains to program.
+func desired(ipt IPTables, r Rules) ([]Chain, error) {
+	if !r.Network.IsValid() {
+		return nil, fmt.Errorf("masquerade rules: invalid cluster network %q", r.Network)
+	}
+	is4 := r.Network.Addr().Is4()
+	if p := ipt.Proto(); (p == iptables.ProtocolIPv4) != is4 {
+		return nil, fmt.Errorf("masquerade rules for %s: iptables client is for the other IP family", r.Network)
+	}
+	return r.Chains(ipt.HasRandomFully()), nil
+}

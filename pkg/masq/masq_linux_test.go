@@ -1,0 +1,192 @@
+package masq
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// testNetwork is a benchmarking range (RFC 2544) no real cluster uses, so
+// its absence from the root namespace's rules is meaningful.
+var testNetwork = netip.MustParsePrefix("198.18.0.0/16")
+
+// newNS creates a network namespace that is removed when the test ends.
+func newNS(t *testing.T) ns.NetNS {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs the real iptables inside a network namespace the test creates")
+	}
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skipf("needs the iptables command: %v", err)
+	}
+	target, err := testutils.NewNS()
+	if err != nil {
+		t.Fatalf("creating network namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		target.Close()
+		if err := testutils.UnmountNS(target); err != nil {
+			t.Errorf("removing network namespace: %v", err)
+		}
+	})
+	return target
+}
+
+// inNS runs fn with the calling OS thread in target, and checks first that a
+// child process started from that thread lands in target too: go-iptables
+// execs iptables, and the rules must never reach the root namespace.
+func inNS(t *testing.T, target ns.NetNS, fn func(ipt *iptables.IPTables) error) {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(target.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("net:[%d]", st.Ino)
+	err := target.Do(func(ns.NetNS) error {
+		runtime.LockOSThread() // Do holds the lock already; this documents the need
+		defer runtime.UnlockOSThread()
+		out, err := exec.Command("readlink", "/proc/self/ns/net").Output()
+		if err != nil {
+			return fmt.Errorf("reading child's netns: %w", err)
+		}
+		if got := strings.TrimSpace(string(out)); got != want {
+			return fmt.Errorf("child runs in netns %s, want %s", got, want)
+		}
+		ipt, err := iptables.New()
+		if err != nil {
+			return err
+		}
+		return fn(ipt)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// listS runs iptables -S read-only in the calling thread's namespace.
+func listS(table, chain string) ([]string, error) {
+	args := []string{"-w", "-t", table, "-S"}
+	if chain != "" {
+		args = append(args, chain)
+	}
+	out, err := exec.Command("iptables", args...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("iptables %s: %w", strings.Join(args, " "), err)
+	}
+	return strings.Split(strings.TrimSpace(string(out)), "\n"), nil
+}
+
+func TestRealIPTablesDockerInFront(t *testing.T) {
+	target := newNS(t)
+	r := Rules{Network: testNetwork, IPMasq: true}
+	docker := []string{"-s", "172.17.0.0/16", "!", "-o", "docker0", "-j", "MASQUERADE"}
+
+	inNS(t, target, func(ipt *iptables.IPTables) error {
+		// A fresh namespace has empty builtin chains: the cheap path's
+		// ListById must cope and fall back to a full Ensure.
+		if _, err := EnsureFront(ipt, r); err != nil {
+			return fmt.Errorf("first EnsureFront: %w", err)
+		}
+		if err := ipt.Insert("nat", "POSTROUTING", 1, docker...); err != nil {
+			return err
+		}
+		if p, err := Check(ipt, r); err != nil || !slices.Equal(p, []string{"jump to WEFT-POSTRTG is not first in nat POSTROUTING"}) {
+			return fmt.Errorf("Check with docker in front = %q, %v", p, err)
+		}
+		rep, err := EnsureFront(ipt, r)
+		if err != nil {
+			return err
+		}
+		want := []string{
+			"inserted jump to WEFT-POSTRTG at top of nat POSTROUTING",
+			"removed duplicate jump to WEFT-POSTRTG at position 3 of nat POSTROUTING",
+		}
+		if !slices.Equal(rep.Repairs, want) {
+			return fmt.Errorf("repairs = %q, want %q", rep.Repairs, want)
+		}
+		return nil
+	})
+
+	inNS(t, target, func(ipt *iptables.IPTables) error {
+		got, err := listS("nat", "POSTROUTING")
+		if err != nil {
+			return err
+		}
+		want := []string{
+			"-P POSTROUTING ACCEPT",
+			"-A POSTROUTING -m comment --comment weft -j WEFT-POSTRTG",
+			"-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE",
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("nat POSTROUTING:\n got %q\nwant %q", got, want)
+		}
+		if got, err = listS("nat", ChainNAT); err != nil {
+			return err
+		}
+		masq := `-A WEFT-POSTRTG -s 198.18.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "weft: pod to outside masqueraded" -j MASQUERADE`
+		if ipt.HasRandomFully() {
+			masq += " --random-fully"
+		}
+		want = []string{"-N WEFT-POSTRTG",
+			`-A WEFT-POSTRTG -s 198.18.0.0/16 -d 198.18.0.0/16 -m comment --comment "weft: pod to pod keeps source ip" -j ACCEPT`,
+			masq}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("nat WEFT-POSTRTG:\n got %q\nwant %q", got, want)
+		}
+		if rep, err := EnsureFront(ipt, r); err != nil || len(rep.Repairs) != 0 {
+			return fmt.Errorf("EnsureFront when in place = %q, %v", rep.Repairs, err)
+		}
+		if rep, err := Ensure(ipt, r); err != nil || len(rep.Repairs) != 0 {
+			return fmt.Errorf("Ensure when in place = %q, %v", rep.Repairs, err)
+		}
+		if p, err := Check(ipt, r); err != nil || len(p) != 0 {
+			return fmt.Errorf("Check when in place = %q, %v", p, err)
+		}
+		return nil
+	})
+
+	assertAbsentFromRoot(t)
+
+	inNS(t, target, func(ipt *iptables.IPTables) error {
+		for range 2 {
+			if err := Remove(ipt); err != nil {
+				return fmt.Errorf("Remove: %w", err)
+			}
+		}
+		got, err := listS("nat", "")
+		if err != nil {
+			return err
+		}
+		if strings.Contains(strings.Join(got, "\n"), "WEFT") || !slices.Contains(got, "-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE") {
+			return fmt.Errorf("after Remove, nat table = %q", got)
+		}
+		return nil
+	})
+}
+
+// assertAbsentFromRoot lists, read-only, the namespace the test runs in and
+// fails if any rule for testNetwork leaked there.
+func assertAbsentFromRoot(t *testing.T) {
+	t.Helper()
+	for _, table := range []string{"nat", "filter"} {
+		got, err := listS(table, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range got {
+			if strings.Contains(line, testNetwork.String()) {
+				t.Errorf("rule leaked into the root namespace: %s", line)
+			}
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package route
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Netlink programs routes in the main table of the calling thread's network
+// namespace.
+type Netlink struct{}
+
+var _ Programmer = Netlink{}
+
+// List returns the main-table unicast routes of network's IP family whose
+// destination lies inside network (network itself included).
+func (Netlink) List(network netip.Prefix) ([]Route, error) {
+	network = network.Masked()
+	nlRoutes, err := listMain(family(network.Addr()))
+	if err != nil {
+		return nil, err
+	}
+	var routes []Route
+	for _, nr := range nlRoutes {
+		if nr.Type != unix.RTN_UNICAST || nr.Dst == nil {
+			continue
+		}
+		dst, ok := prefixOf(nr.Dst)
+		if !ok || dst.Bits() < network.Bits() || !network.Contains(dst.Addr()) {
+			continue
+		}
+		gw, _ := netip.AddrFromSlice(nr.Gw)
+		routes = append(routes, Route{
+			Dst:       dst,
+			Gateway:   gw.Unmap(),
+			LinkIndex: nr.LinkIndex,
+			OnLink:    nr.Flags&unix.RTNH_F_ONLINK != 0,
+		})
+	}
+	return routes, nil
+}
+
+// dumpAttempts bounds the retries of a route dump the kernel interrupted
+// because the table changed meanwhile.
+const dumpAttempts = 5
+
+// listMain dumps the main routing table of one family. An interrupted dump
+// may be incomplete; it is retried, and never returned, since Reconcile
+// prunes by what it lists. (netlinksafe would return the partial data; it
+// also needs github.com/pkg/errors, which go.mod does not hold.)
+func listMain(family int) ([]netlink.Route, error) {
+	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
+	var err error
+	for range dumpAttempts {
+		var routes []netlink.Route
+		routes, err = netlink.RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			if err != nil {
+				return nil, fmt.Errorf("netlink route list: %w", err)
+			}
+			return routes, nil
+		}
+	}
+	return nil, fmt.Errorf("netlink route list: interrupted %d times: %w", dumpAttempts, err)
+}
+
+// Replace adds r, or replaces the main-table route to r.Dst.
+func (Netlink) Replace(r Route) error {
+	if err := netlink.RouteReplace(toNetlink(r)); err != nil {
+		return fmt.Errorf("netlink route replace: %w", err)
+	}
+	return nil
+}
+
+// Delete removes r; a route that is already gone is no error.
+func (Netlink) Delete(r Route) error {
+	err := netlink.RouteDel(toNetlink(r))
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("netlink route delete: %w", err)
+	}
+	return nil
+}
+
+func toNetlink(r Route) *netlink.Route {
+	dst := r.Dst.Masked()
+	nr := &netlink.Route{
+		Dst: &net.IPNet{
+			IP:   dst.Addr().AsSlice(),
+			Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen()),
+		},
+		LinkIndex: r.LinkIndex,
+		Table:     unix.RT_TABLE_MAIN,
+		Scope:     netlink.SCOPE_UNIVERSE,
+	}
+	if r.Gateway.IsValid() {
+		nr.Gw = r.Gateway.AsSlice()
+	}
+	if r.OnLink {
+		nr.Flags = unix.RTNH_F_ONLINK
+	}
+	return nr
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	addr, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	addr = addr.Unmap()
+	ones, bits := n.Mask.Size()
+	if bits != addr.BitLen() {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(addr, ones).Masked(), true
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
