@@ -1,0 +1,138 @@
+// Command weft-ipam is a CNI IPAM plugin that hands out addresses from this
+// node's leased subnet only. It works under the weft plugin and under the
+// reference bridge plugin.
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/weft-cni/weft/pkg/cnierr"
+	"github.com/weft-cni/weft/pkg/ipam"
+	"github.com/weft-cni/weft/pkg/ipamcni"
+)
+
+// callTimeout bounds one invocation (lock waits, etcd on first use).
+const callTimeout = 30 * time.Second
+
+func init() { runtime.LockOSThread() }
+
+var log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+func main() {
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus},
+		version.All, "weft-ipam: addresses from this node's weft/flannel subnet")
+}
+
+type call struct {
+	ctx    context.Context
+	cfg    *ipamcni.Config
+	conf   *types.NetConf
+	attach ipam.Attachment
+}
+
+// run parses the request and runs fn, mapping every error to a CNI error.
+func run(args *skel.CmdArgs, fn func(*call) error) error {
+	cfg, conf, err := ipamcni.LoadConfig(args.StdinData)
+	if err != nil {
+		return cnierr.Classify(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	c := &call{ctx: ctx, cfg: cfg, conf: conf, attach: ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}}
+	return cnierr.Classify(fn(c))
+}
+
+func validAttachment(a ipam.Attachment) error {
+	if err := ipam.ValidateName("container ID", a.ContainerID); err != nil {
+		return err
+	}
+	return ipam.ValidateName("interface name", a.IfName)
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	return run(args, func(c *call) error {
+		if err := validAttachment(c.attach); err != nil {
+			return err
+		}
+		file, err := c.cfg.Subnet(c.ctx, log)
+		if err != nil {
+			return err
+		}
+		result, err := c.cfg.Add(c.ctx, file, c.attach)
+		if err != nil {
+			return err
+		}
+		return types.PrintResult(result, c.conf.CNIVersion)
+	})
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	return run(args, func(c *call) error {
+		if err := validAttachment(c.attach); err != nil {
+			return err
+		}
+		return c.cfg.Del(c.ctx, c.attach)
+	})
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	return run(args, func(c *call) error {
+		if err := validAttachment(c.attach); err != nil {
+			return err
+		}
+		want, err := prevAddress(c.conf)
+		if err != nil {
+			return err
+		}
+		return c.cfg.Check(c.ctx, c.attach, want)
+	})
+}
+
+func cmdGC(args *skel.CmdArgs) error {
+	return run(args, func(c *call) error {
+		freed, err := c.cfg.GC(c.ctx, c.conf.ValidAttachments)
+		if len(freed) > 0 {
+			log.Info("gc released addresses", "network", c.cfg.Network, "count", len(freed))
+		}
+		return err
+	})
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	return run(args, func(c *call) error {
+		if _, err := c.cfg.Subnet(c.ctx, log); err != nil {
+			return types.NewError(cnierr.ErrPluginNotAvailable, "no usable subnet lease", err.Error())
+		}
+		return nil
+	})
+}
+
+// prevAddress is the IPv4 address in the prevResult, or the zero Addr.
+func prevAddress(conf *types.NetConf) (netip.Addr, error) {
+	if err := version.ParsePrevResult(conf); err != nil {
+		return netip.Addr{}, types.NewError(types.ErrDecodingFailure, "decoding prevResult", err.Error())
+	}
+	if conf.PrevResult == nil {
+		return netip.Addr{}, nil
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return netip.Addr{}, types.NewError(types.ErrDecodingFailure, "converting prevResult", err.Error())
+	}
+	for _, ip := range prev.IPs {
+		if addr, ok := netip.AddrFromSlice(ip.Address.IP.To4()); ok {
+			return addr, nil
+		}
+	}
+	return netip.Addr{}, nil
+}

@@ -1,0 +1,46 @@
+// Package cnierr turns weft's errors into the CNI spec's error codes, so a
+// runtime can tell a bad config (7) from a transient failure (11).
+package cnierr
+
+import (
+	"errors"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/weft-cni/weft/pkg/ipam"
+	"github.com/weft-cni/weft/pkg/netconf"
+	"github.com/weft-cni/weft/pkg/nodelease"
+	"github.com/weft-cni/weft/pkg/subnetfile"
+)
+
+// Code wraps err in a *types.Error with code, keeping its message.
+func Code(code uint, err error) *types.Error {
+	return types.NewError(code, err.Error(), "")
+}
+
+// Classify maps err to a CNI error: codes already chosen are kept, config
+// problems are 7, unsafe names 4, etcd outages 11, the rest 999.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var cniErr *types.Error
+	switch {
+	case errors.As(err, &cniErr):
+		return cniErr
+	case errors.Is(err, ipam.ErrInvalidName):
+		return Code(types.ErrInvalidEnvironmentVariables, err)
+	case errors.Is(err, nodelease.ErrConfig), errors.Is(err, netconf.ErrInvalid), errors.Is(err, subnetfile.ErrInvalid):
+		return Code(types.ErrInvalidNetworkConfig, err)
+	case errors.Is(err, nodelease.ErrUnavailable):
+		return Code(types.ErrTryAgainLater, err)
+	default:
+		return Code(types.ErrInternal, err)
+	}
+}
+
+// Codes the spec defines that the types package does not name.
+const (
+	ErrPluginNotAvailable  uint = 50
+	ErrLimitedConnectivity uint = 51
+)

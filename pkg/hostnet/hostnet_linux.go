@@ -1,0 +1,162 @@
+// Package hostnet prepares the node's side of the pod network: the bridge
+// holding the subnet's gateway address, ip_forward, host-gw routes to the
+// other nodes and the masquerade rules. Setup runs once per lease generation;
+// the bridge's alias records which lease it was done for, so the per-pod fast
+// path is one netlink lookup.
+package hostnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
+	"github.com/vishvananda/netlink"
+
+	"github.com/weft-cni/weft/pkg/masq"
+	"github.com/weft-cni/weft/pkg/route"
+	"github.com/weft-cni/weft/pkg/subnetfile"
+)
+
+// DefaultBridge is the bridge pods attach to.
+const DefaultBridge = "weft0"
+
+const aliasPrefix = "weft lease "
+
+// Ready reports whether the bridge exists and was set up for file's lease
+// less than maxAge ago: when it is, ADD skips etcd, routes and the full rule
+// check. maxAge 0 means every call re-syncs.
+func Ready(bridge string, file *subnetfile.File, maxAge time.Duration, now time.Time) (netlink.Link, bool) {
+	link, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return nil, false
+	}
+	lease, synced, ok := parseAlias(link.Attrs().Alias)
+	return link, ok && lease == file.Lease() && now.Sub(synced) < maxAge && !synced.After(now)
+}
+
+// The alias reads "weft lease 172.7.21.0/24 synced 1732470000".
+func alias(file *subnetfile.File, now time.Time) string {
+	return fmt.Sprintf("%s%s synced %d", aliasPrefix, file.Lease(), now.Unix())
+}
+
+func parseAlias(s string) (netip.Prefix, time.Time, bool) {
+	rest, ok := strings.CutPrefix(s, aliasPrefix)
+	if !ok {
+		return netip.Prefix{}, time.Time{}, false
+	}
+	subnet, unix, ok := strings.Cut(rest, " synced ")
+	lease, err := netip.ParsePrefix(subnet)
+	if !ok || err != nil {
+		return netip.Prefix{}, time.Time{}, false
+	}
+	secs, err := strconv.ParseInt(unix, 10, 64)
+	if err != nil {
+		return netip.Prefix{}, time.Time{}, false
+	}
+	return lease, time.Unix(secs, 0), true
+}
+
+// EnsureBridge creates the bridge if needed, gives it the gateway address
+// (removing addresses of an older lease) and brings it up.
+func EnsureBridge(name string, file *subnetfile.File, mtu int) (netlink.Link, error) {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, TxQLen: -1}}
+	if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, syscall.EEXIST) {
+		return nil, fmt.Errorf("creating bridge %s: %w", name, err)
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("looking up bridge %s: %w", name, err)
+	}
+	if _, ok := link.(*netlink.Bridge); !ok {
+		return nil, fmt.Errorf("%s exists and is a %s, not a bridge", name, link.Type())
+	}
+	if mtu > 0 && link.Attrs().MTU != mtu {
+		if err := netlink.LinkSetMTU(link, mtu); err != nil {
+			return nil, fmt.Errorf("setting MTU of %s: %w", name, err)
+		}
+	}
+	if err := setGateway(link, file.Subnet); err != nil {
+		return nil, err
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("bringing up %s: %w", name, err)
+	}
+	return link, nil
+}
+
+func setGateway(link netlink.Link, gw netip.Prefix) error {
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("listing addresses of %s: %w", link.Attrs().Name, err)
+	}
+	want := &net.IPNet{IP: gw.Addr().AsSlice(), Mask: net.CIDRMask(gw.Bits(), 32)}
+	for _, a := range addrs {
+		if a.IPNet.String() != want.String() {
+			if err := netlink.AddrDel(link, &a); err != nil {
+				return fmt.Errorf("removing stale address %s from %s: %w", a.IPNet, link.Attrs().Name, err)
+			}
+		}
+	}
+	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: want}); err != nil {
+		return fmt.Errorf("adding gateway address %s to %s: %w", gw, link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// MarkReady records on the bridge that setup is complete for file's lease.
+func MarkReady(link netlink.Link, file *subnetfile.File, now time.Time) error {
+	if err := netlink.LinkSetAlias(link, alias(file, now)); err != nil {
+		return fmt.Errorf("marking bridge %s ready: %w", link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// EnableForwarding turns on IPv4 forwarding in this namespace.
+func EnableForwarding() error {
+	if v, err := sysctl.Sysctl("net/ipv4/ip_forward"); err == nil && v == "1" {
+		return nil
+	}
+	if _, err := sysctl.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
+		return fmt.Errorf("enabling ip_forward: %w", err)
+	}
+	return nil
+}
+
+// Setup is the first-use work of a node: bridge, forwarding, routes to peers
+// (add and replace only; the daemon prunes) and the full rule check.
+type Setup struct {
+	Bridge string
+	MTU    int
+	File   *subnetfile.File
+	Peers  []route.Peer
+	Rules  masq.Rules
+	IPT    masq.IPTables
+	Routes route.Programmer
+}
+
+// Run performs the setup and returns the bridge. Routes that cannot be
+// programmed (a peer not on this segment) come back as routeErr: they must
+// not stop pods on this node from starting.
+func (s *Setup) Run() (link netlink.Link, routeErr, err error) {
+	link, err = EnsureBridge(s.Bridge, s.File, s.MTU)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := EnableForwarding(); err != nil {
+		return nil, nil, err
+	}
+	if _, err := masq.Ensure(s.IPT, s.Rules); err != nil {
+		return nil, nil, fmt.Errorf("ensuring iptables rules: %w", err)
+	}
+	desired := route.HostGW(s.Peers, s.File.Lease())
+	if _, err := route.Reconcile(s.Routes, s.File.Network, s.File.Lease(), desired, false); err != nil {
+		routeErr = fmt.Errorf("programming routes to peers: %w", err)
+	}
+	return link, routeErr, nil
+}

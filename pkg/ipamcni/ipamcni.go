@@ -1,0 +1,111 @@
+package ipamcni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/weft-cni/weft/pkg/ipam"
+	"github.com/weft-cni/weft/pkg/nodelease"
+	"github.com/weft-cni/weft/pkg/subnetfile"
+)
+
+// Subnet returns the node's subnet file, syncing with etcd only when the file
+// is missing (weft-ipam under the reference bridge plugin on a fresh node).
+func (c *Config) Subnet(ctx context.Context, log *slog.Logger) (*subnetfile.File, error) {
+	file, err := nodelease.Current(&c.Config)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return file, err
+	}
+	if len(c.EtcdEndpoints) == 0 {
+		return nil, fmt.Errorf("%w: no subnet file at %s and no etcdEndpoints to get a lease from", nodelease.ErrConfig, c.SubnetFile)
+	}
+	id, err := nodelease.ResolveIdentity(&c.Config)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", nodelease.ErrConfig, err)
+	}
+	st, err := nodelease.Sync(ctx, &c.Config, id, log)
+	if err != nil {
+		return nil, err
+	}
+	return st.File, nil
+}
+
+// withPool opens the store, runs fn on a pool over subnet and closes it.
+func (c *Config) withPool(subnet netip.Prefix, fn func(*ipam.Pool) error) error {
+	store, err := ipam.OpenDiskStore(c.DataDir, c.Network)
+	if err != nil {
+		return err
+	}
+	return errors.Join(fn(ipam.NewPool(store, subnet)), store.Close())
+}
+
+// Add allocates the attachment's address from file's subnet and returns the
+// IPAM result: the address with the bridge as gateway, and a route to the
+// cluster network through it.
+func (c *Config) Add(ctx context.Context, file *subnetfile.File, a ipam.Attachment) (*current.Result, error) {
+	var addr netip.Addr
+	err := c.withPool(file.Lease(), func(p *ipam.Pool) (err error) {
+		addr, err = p.Allocate(ctx, a)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	gw := file.Gateway()
+	return &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		IPs: []*current.IPConfig{{
+			Address: net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(file.Subnet.Bits(), 32)},
+			Gateway: gw.AsSlice(),
+		}},
+		Routes: []*types.Route{{Dst: prefixNet(file.Network), GW: gw.AsSlice()}},
+	}, nil
+}
+
+// Del releases the attachment's address; unknown attachments succeed.
+func (c *Config) Del(ctx context.Context, a ipam.Attachment) error {
+	return c.withPool(netip.Prefix{}, func(p *ipam.Pool) error { return p.Release(ctx, a) })
+}
+
+// Check fails unless the attachment still holds want (when want is valid, the
+// address from prevResult) or any address at all.
+func (c *Config) Check(ctx context.Context, a ipam.Attachment, want netip.Addr) error {
+	return c.withPool(netip.Prefix{}, func(p *ipam.Pool) error {
+		got, ok, err := p.Lookup(ctx, a)
+		switch {
+		case err != nil:
+			return err
+		case !ok:
+			return fmt.Errorf("ipam holds no address for %s/%s", a.ContainerID, a.IfName)
+		case want.IsValid() && got != want:
+			return fmt.Errorf("ipam holds %s for %s/%s, prevResult says %s", got, a.ContainerID, a.IfName, want)
+		}
+		return nil
+	})
+}
+
+// GC releases every allocation not in valid.
+func (c *Config) GC(ctx context.Context, valid []types.GCAttachment) ([]netip.Addr, error) {
+	keep := make([]ipam.Attachment, 0, len(valid))
+	for _, v := range valid {
+		keep = append(keep, ipam.Attachment{ContainerID: v.ContainerID, IfName: v.IfName})
+	}
+	var freed []netip.Addr
+	err := c.withPool(netip.Prefix{}, func(p *ipam.Pool) (err error) {
+		freed, err = p.GC(ctx, keep)
+		return err
+	})
+	return freed, err
+}
+
+func prefixNet(p netip.Prefix) net.IPNet {
+	return net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}

@@ -1,0 +1,95 @@
+// Package nodelease finds this node's subnet: from the subnet file on the
+// fast path, from etcd (reusing or acquiring the node's lease) when the file
+// is missing or a sync is due. It is shared by the weft plugin, weft-ipam and
+// the daemon.
+package nodelease
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/weft-cni/weft/pkg/etcdclient"
+	"github.com/weft-cni/weft/pkg/subnetfile"
+)
+
+// Config is the node-level part of a netconf. weft-ipam reads it from its
+// "ipam" section, falling back field by field to the top level (Inherit).
+type Config struct {
+	EtcdEndpoints []string `json:"etcdEndpoints,omitempty"`
+	EtcdPrefix    string   `json:"etcdPrefix,omitempty"`
+	EtcdCAFile    string   `json:"etcdCAFile,omitempty"`
+	EtcdCertFile  string   `json:"etcdCertFile,omitempty"`
+	EtcdKeyFile   string   `json:"etcdKeyFile,omitempty"`
+	Iface         string   `json:"iface,omitempty"`
+	PublicIP      string   `json:"publicIP,omitempty"`
+	SubnetFile    string   `json:"subnetFile,omitempty"`
+	IPMasq        *bool    `json:"ipMasq,omitempty"`
+	MTU           int      `json:"mtu,omitempty"`
+}
+
+// ErrConfig is wrapped by every validation error.
+var ErrConfig = errors.New("invalid node config")
+
+// Inherit fills every unset field from top.
+func (c *Config) Inherit(top Config) {
+	if len(c.EtcdEndpoints) == 0 {
+		c.EtcdEndpoints = top.EtcdEndpoints
+	}
+	inherit(&c.EtcdPrefix, top.EtcdPrefix)
+	inherit(&c.EtcdCAFile, top.EtcdCAFile)
+	inherit(&c.EtcdCertFile, top.EtcdCertFile)
+	inherit(&c.EtcdKeyFile, top.EtcdKeyFile)
+	inherit(&c.Iface, top.Iface)
+	inherit(&c.PublicIP, top.PublicIP)
+	inherit(&c.SubnetFile, top.SubnetFile)
+	if c.IPMasq == nil {
+		c.IPMasq = top.IPMasq
+	}
+	if c.MTU == 0 {
+		c.MTU = top.MTU
+	}
+}
+
+func inherit(field *string, top string) {
+	if *field == "" {
+		*field = top
+	}
+}
+
+// Validate checks the fields and fills defaults.
+func (c *Config) Validate() error {
+	if c.SubnetFile == "" {
+		c.SubnetFile = subnetfile.DefaultPath
+	}
+	if !filepath.IsAbs(c.SubnetFile) {
+		return fmt.Errorf("%w: subnetFile %q must be an absolute path", ErrConfig, c.SubnetFile)
+	}
+	if c.PublicIP != "" {
+		ip, err := netip.ParseAddr(c.PublicIP)
+		if err != nil || !ip.Is4() || ip.IsUnspecified() || ip.IsMulticast() {
+			return fmt.Errorf("%w: publicIP %q is not a unicast IPv4 address", ErrConfig, c.PublicIP)
+		}
+	}
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		return fmt.Errorf("%w: mtu %d out of range 576..65535", ErrConfig, c.MTU)
+	}
+	if len(c.Iface) > 15 {
+		return fmt.Errorf("%w: iface %q is longer than an interface name can be", ErrConfig, c.Iface)
+	}
+	for _, ep := range c.EtcdEndpoints {
+		if ep == "" {
+			return fmt.Errorf("%w: empty entry in etcdEndpoints", ErrConfig)
+		}
+	}
+	return nil
+}
+
+// Masquerade reports whether pod-to-outside traffic is masqueraded (default true).
+func (c *Config) Masquerade() bool { return c.IPMasq == nil || *c.IPMasq }
+
+// Etcd is the etcd client config.
+func (c *Config) Etcd() etcdclient.Config {
+	return etcdclient.Config{Endpoints: c.EtcdEndpoints, CAFile: c.EtcdCAFile, CertFile: c.EtcdCertFile, KeyFile: c.EtcdKeyFile}
+}

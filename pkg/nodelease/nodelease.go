@@ -1,0 +1,155 @@
+package nodelease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/weft-cni/weft/pkg/etcdclient"
+	"github.com/weft-cni/weft/pkg/lease"
+	"github.com/weft-cni/weft/pkg/netconf"
+	"github.com/weft-cni/weft/pkg/route"
+	"github.com/weft-cni/weft/pkg/subnetfile"
+)
+
+// SyncTimeout bounds one sync with etcd: a plugin call must not hang on an
+// unreachable etcd.
+const SyncTimeout = 5 * time.Second
+
+// ErrUnavailable marks failures that may pass if retried (etcd unreachable);
+// the plugin maps it to CNI's "try again later".
+var ErrUnavailable = errors.New("etcd unavailable")
+
+// Current returns the subnet file, the fast path of every ADD: no etcd round
+// trip. A missing file gives an error for which errors.Is(err, fs.ErrNotExist).
+func Current(c *Config) (*subnetfile.File, error) {
+	return subnetfile.Read(c.SubnetFile)
+}
+
+// State is what a sync with etcd learned.
+type State struct {
+	File    *subnetfile.File
+	Network *netconf.Config
+	Self    lease.Lease
+	Peers   []route.Peer // every other node's lease
+	// Degraded is set when etcd could not be reached and File came from disk.
+	Degraded error
+}
+
+// Sync makes sure the node holds a lease (reusing its own, found by public IP
+// or by the subnet file, else acquiring a free subnet as a permanent
+// reservation), writes the subnet file, and returns the peers. When etcd is
+// unreachable but a subnet file exists, it returns that file with Degraded set.
+func Sync(ctx context.Context, c *Config, id Identity, log *slog.Logger) (*State, error) {
+	prev, err := Current(c)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		log.Warn("ignoring unreadable subnet file", "path", c.SubnetFile, "error", err)
+	}
+	st, err := syncEtcd(ctx, c, id, prev)
+	if err == nil {
+		return st, nil
+	}
+	if prev != nil && errors.Is(err, ErrUnavailable) {
+		log.Warn("etcd unreachable, using the subnet file", "path", c.SubnetFile, "error", err)
+		return &State{File: prev, Degraded: err}, nil
+	}
+	return nil, err
+}
+
+func syncEtcd(ctx context.Context, c *Config, id Identity, prev *subnetfile.File) (*State, error) {
+	ctx, cancel := context.WithTimeout(ctx, SyncTimeout)
+	defer cancel()
+	cli, err := etcdclient.New(c.Etcd(), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	store := lease.NewStore(cli, c.EtcdPrefix)
+	network, err := store.NetworkConfig(ctx)
+	if err != nil {
+		return nil, classify(ctx, fmt.Errorf("reading network config: %w", err))
+	}
+	var prefer netip.Prefix
+	if prev != nil && prev.Network == network.Network {
+		prefer = prev.Lease()
+	}
+	attrs := lease.Attrs{PublicIP: id.PublicIP, BackendType: network.Backend.Type}
+	own, err := store.Acquire(ctx, network, attrs, lease.AcquireOptions{Prefer: prefer})
+	if err != nil {
+		return nil, classify(ctx, fmt.Errorf("acquiring lease for %s: %w", id.PublicIP, err))
+	}
+	leases, _, err := store.List(ctx)
+	if err != nil {
+		return nil, classify(ctx, fmt.Errorf("listing leases: %w", err))
+	}
+	mtu := c.MTU
+	if mtu == 0 {
+		mtu = id.MTU
+	}
+	file := subnetfile.ForLease(network.Network, own.Subnet, mtu, c.Masquerade())
+	if err := subnetfile.Write(c.SubnetFile, file); err != nil {
+		return nil, err
+	}
+	return &State{File: file, Network: network, Self: *own, Peers: Peers(leases, own.Subnet)}, nil
+}
+
+// Peers turns leases into route peers, leaving out self.
+func Peers(leases []lease.Lease, self netip.Prefix) []route.Peer {
+	peers := make([]route.Peer, 0, len(leases))
+	for _, l := range leases {
+		if l.Subnet != self {
+			peers = append(peers, route.Peer{Subnet: l.Subnet, PublicIP: l.Attrs.PublicIP})
+		}
+	}
+	return peers
+}
+
+// classify marks timeouts and connection failures as ErrUnavailable.
+func classify(ctx context.Context, err error) error {
+	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// Available reports, without changing anything, whether this node holds a
+// lease in etcd or could acquire one.
+func Available(ctx context.Context, c *Config) error {
+	id, err := ResolveIdentity(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, SyncTimeout)
+	defer cancel()
+	cli, err := etcdclient.New(c.Etcd(), nil)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	store := lease.NewStore(cli, c.EtcdPrefix)
+	network, err := store.NetworkConfig(ctx)
+	if err != nil {
+		return classify(ctx, fmt.Errorf("reading network config: %w", err))
+	}
+	leases, _, err := store.List(ctx)
+	if err != nil {
+		return classify(ctx, fmt.Errorf("listing leases: %w", err))
+	}
+	held := 0
+	for _, l := range leases {
+		if l.Attrs.PublicIP == id.PublicIP {
+			return nil
+		}
+		if network.Contains(l.Subnet) {
+			held++
+		}
+	}
+	if held >= network.Count() {
+		return fmt.Errorf("%w: all %d subnets of %s are held", lease.ErrNoFreeSubnet, held, network.Network)
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+// Package podnet wires a pod into the node bridge: a veth pair whose pod end
+// gets the IPAM address and routes, and whose node end joins the bridge.
+package podnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/ipam"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+)
+
+// Attach creates the veth pair for ifName in the pod namespace podNS,
+// attaches the node end to bridge, and configures result's addresses and
+// routes inside the pod. It fills result.Interfaces (bridge, node veth, pod
+// interface) and points the IPs at the pod interface.
+func Attach(podNS ns.NetNS, ifName string, bridge netlink.Link, mtu int, hairpin bool, result *current.Result) error {
+	var hostIface, podIface net.Interface
+	err := podNS.Do(func(hostNS ns.NetNS) error {
+		var err error
+		hostIface, podIface, err = ip.SetupVeth(ifName, mtu, "", hostNS)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("creating veth %s in %s: %w", ifName, podNS.Path(), err)
+	}
+	hostLink, err := netlink.LinkByName(hostIface.Name)
+	if err == nil {
+		err = netlink.LinkSetMaster(hostLink, bridge)
+	}
+	if err == nil && hairpin {
+		err = netlink.LinkSetHairpin(hostLink, true)
+	}
+	if err != nil {
+		return fmt.Errorf("attaching %s to bridge %s: %w", hostIface.Name, bridge.Attrs().Name, err)
+	}
+	result.Interfaces = []*current.Interface{
+		{Name: bridge.Attrs().Name, Mac: bridge.Attrs().HardwareAddr.String()},
+		{Name: hostIface.Name, Mac: hostIface.HardwareAddr.String()},
+		{Name: podIface.Name, Mac: podIface.HardwareAddr.String(), Sandbox: podNS.Path()},
+	}
+	for _, ipc := range result.IPs {
+		ipc.Interface = current.Int(2)
+	}
+	return podNS.Do(func(ns.NetNS) error {
+		if err := ipam.ConfigureIface(ifName, result); err != nil {
+			return fmt.Errorf("configuring %s: %w", ifName, err)
+		}
+		return nil
+	})
+}
+
+// Detach deletes the pod's interface (and so the pair) if the namespace and
+// the link still exist. It succeeds when either is already gone.
+func Detach(netnsPath, ifName string) error {
+	if netnsPath == "" {
+		return nil
+	}
+	podNS, err := ns.GetNS(netnsPath)
+	if err != nil {
+		var nsErr ns.NSPathNotExistErr
+		if errors.As(err, &nsErr) {
+			return nil
+		}
+		var notNS ns.NSPathNotNSErr
+		if errors.As(err, &notNS) {
+			return nil
+		}
+		return fmt.Errorf("opening netns %s: %w", netnsPath, err)
+	}
+	defer podNS.Close()
+	return podNS.Do(func(ns.NetNS) error {
+		if err := ip.DelLinkByName(ifName); err != nil && !errors.Is(err, ip.ErrLinkNotFound) {
+			return fmt.Errorf("deleting %s: %w", ifName, err)
+		}
+		return nil
+	})
+}
+
+// Check verifies that the pod's interface still has prev's addresses and
+// that prev's routes are present.
+func Check(podNS ns.NetNS, ifName string, prev *current.Result) error {
+	return podNS.Do(func(ns.NetNS) error {
+		if _, err := netlink.LinkByName(ifName); err != nil {
+			return fmt.Errorf("pod interface %s: %w", ifName, err)
+		}
+		if err := ip.ValidateExpectedInterfaceIPs(ifName, prev.IPs); err != nil {
+			return fmt.Errorf("pod interface %s: %w", ifName, err)
+		}
+		if err := ip.ValidateExpectedRoute(prev.Routes); err != nil {
+			return fmt.Errorf("pod routes: %w", err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+
+	"github.com/weft-cni/weft/pkg/cnierr"
+	"github.com/weft-cni/weft/pkg/hostnet"
+	"github.com/weft-cni/weft/pkg/ipam"
+	"github.com/weft-cni/weft/pkg/ipamcni"
+	"github.com/weft-cni/weft/pkg/masq"
+	"github.com/weft-cni/weft/pkg/nodelease"
+	"github.com/weft-cni/weft/pkg/podnet"
+	"github.com/weft-cni/weft/pkg/route"
+	"github.com/weft-cni/weft/pkg/subnetfile"
+)
+
+func cmdAdd(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := validArgs(args.ContainerID, args.IfName); err != nil {
+		return err
+	}
+	podNS, err := openPodNS(args.Netns, args.IfName)
+	if err != nil {
+		return err
+	}
+	defer podNS.Close()
+	ctx, cancel := callContext()
+	defer cancel()
+	file, bridge, err := prepareNode(ctx, conf)
+	if err != nil {
+		return cnierr.Classify(err)
+	}
+	result, err := addPod(ctx, conf, args, file, bridge, podNS)
+	if err != nil {
+		return cnierr.Classify(err)
+	}
+	return types.PrintResult(result, conf.CNIVersion)
+}
+
+// openPodNS opens the pod's namespace and refuses one where ifName exists
+// already, before any state changes.
+func openPodNS(path, ifName string) (ns.NetNS, error) {
+	podNS, err := ns.GetNS(path)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_NETNS %q is not a usable network namespace", path), err.Error())
+	}
+	err = podNS.Do(func(ns.NetNS) error {
+		if _, err := netlink.LinkByName(ifName); err == nil {
+			return fmt.Errorf("interface %s already exists in %s", ifName, path)
+		}
+		return nil
+	})
+	if err != nil {
+		podNS.Close()
+		return nil, types.NewError(types.ErrInternal, err.Error(), "")
+	}
+	return podNS, nil
+}
+
+// addPod allocates the address and wires the pod, undoing both on failure.
+func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnetfile.File, bridge netlink.Link, podNS ns.NetNS) (_ *current.Result, err error) {
+	result, err := allocate(ctx, conf, args, file)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, podnet.Detach(args.Netns, args.IfName), release(ctx, conf, args))
+		}
+	}()
+	result.Routes = append(result.Routes, &types.Route{
+		Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+		GW:  file.Gateway().AsSlice(),
+	})
+	mtu := conf.MTU
+	if mtu == 0 {
+		mtu = file.MTU
+	}
+	if err := podnet.Attach(podNS, args.IfName, bridge, mtu, conf.HairpinMode, result); err != nil {
+		return nil, err
+	}
+	result.DNS = conf.DNS
+	return result, nil
+}
+
+// prepareNode returns the node's lease and bridge. The fast path reads the
+// subnet file and the bridge and checks only that our rules are still in
+// front; the first use of a lease syncs with etcd and sets the node up.
+func prepareNode(ctx context.Context, conf *NetConf) (*subnetfile.File, netlink.Link, error) {
+	file, err := nodelease.Current(&conf.Config)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		log.Warn("subnet file unreadable, syncing with etcd", "error", err)
+	}
+	if err == nil {
+		if link, ready := hostnet.Ready(conf.Bridge, file, conf.peerSync(), time.Now()); ready {
+			ipt, err := iptables.New()
+			if err == nil {
+				_, err = masq.EnsureFront(ipt, rulesFor(conf, file))
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("checking iptables rules: %w", err)
+			}
+			return file, link, nil
+		}
+	}
+	return firstUse(ctx, conf, file)
+}
+
+// firstUse syncs the lease with etcd (when configured) and sets the node up.
+func firstUse(ctx context.Context, conf *NetConf, file *subnetfile.File) (*subnetfile.File, netlink.Link, error) {
+	var peers []route.Peer
+	complete := true
+	if len(conf.EtcdEndpoints) > 0 {
+		id, err := nodelease.ResolveIdentity(&conf.Config)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", nodelease.ErrConfig, err)
+		}
+		st, err := nodelease.Sync(ctx, &conf.Config, id, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		file, peers, complete = st.File, st.Peers, st.Degraded == nil
+	} else if file == nil {
+		return nil, nil, fmt.Errorf("%w: no subnet file at %s and no etcdEndpoints to get a lease from", nodelease.ErrConfig, conf.SubnetFile)
+	}
+	ipt, err := iptables.New()
+	if err != nil {
+		return nil, nil, fmt.Errorf("iptables: %w", err)
+	}
+	setup := hostnet.Setup{Bridge: conf.Bridge, MTU: file.MTU, File: file, Peers: peers,
+		Rules: rulesFor(conf, file), IPT: ipt, Routes: route.Netlink{}}
+	if conf.MTU != 0 {
+		setup.MTU = conf.MTU
+	}
+	link, routeErr, err := setup.Run()
+	if err != nil {
+		return nil, nil, err
+	}
+	if routeErr != nil {
+		log.Warn("some peer routes could not be programmed", "error", routeErr)
+	}
+	if complete && routeErr == nil {
+		err = hostnet.MarkReady(link, file, time.Now())
+	}
+	return file, link, err
+}
+
+func rulesFor(conf *NetConf, file *subnetfile.File) masq.Rules {
+	return masq.Rules{Network: file.Network, IPMasq: conf.Masquerade()}
+}
+
+func attachment(args *skel.CmdArgs) ipam.Attachment {
+	return ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
+}
+
+// allocate gets the pod's address: in-process for weft-ipam, else by
+// delegating to the configured IPAM plugin.
+func allocate(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnetfile.File) (*current.Result, error) {
+	if conf.IPAM.Type == ipamType {
+		cfg, _, err := ipamcni.LoadConfig(args.StdinData)
+		if err != nil {
+			return nil, err
+		}
+		return cfg.Add(ctx, file, attachment(args))
+	}
+	res, err := invoke.DelegateAdd(ctx, conf.IPAM.Type, args.StdinData, nil)
+	if err != nil {
+		return nil, err
+	}
+	result, err := current.NewResultFromResult(res)
+	if err != nil {
+		return nil, fmt.Errorf("converting IPAM result: %w", err)
+	}
+	if len(result.IPs) == 0 {
+		return nil, errors.Join(errors.New("IPAM plugin returned no address"), invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil))
+	}
+	return result, nil
+}
+
+// release frees the pod's address; unknown attachments succeed.
+func release(ctx context.Context, conf *NetConf, args *skel.CmdArgs) error {
+	if conf.IPAM.Type == ipamType {
+		cfg, _, err := ipamcni.LoadConfig(args.StdinData)
+		if err != nil {
+			return err
+		}
+		return cfg.Del(ctx, attachment(args))
+	}
+	return invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil)
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/weft-cni/weft/pkg/hostnet"
+	"github.com/weft-cni/weft/pkg/ipam"
+	"github.com/weft-cni/weft/pkg/nodelease"
+)
+
+// ipamType is the in-process IPAM: no second process on the ADD path.
+const ipamType = "weft-ipam"
+
+// NetConf is the weft plugin's network configuration.
+type NetConf struct {
+	types.NetConf
+	nodelease.Config
+	Bridge      string `json:"bridge,omitempty"`
+	HairpinMode bool   `json:"hairpinMode,omitempty"`
+	// PeerSyncInterval (seconds) is how old the node's last sync with etcd may
+	// be before an ADD syncs peers' routes and the full rule set again. The
+	// daemon keeps routes current between syncs; 0 syncs on every ADD.
+	PeerSyncInterval *int `json:"peerSyncInterval,omitempty"`
+}
+
+// defaultPeerSync is the default PeerSyncInterval.
+const defaultPeerSync = 60 * time.Second
+
+func (c *NetConf) peerSync() time.Duration {
+	if c.PeerSyncInterval == nil {
+		return defaultPeerSync
+	}
+	return time.Duration(*c.PeerSyncInterval) * time.Second
+}
+
+// loadConf decodes and validates stdin; every error is a CNI error.
+func loadConf(stdin []byte) (*NetConf, error) {
+	conf := &NetConf{}
+	if err := json.Unmarshal(stdin, conf); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "decoding network config", err.Error())
+	}
+	if err := conf.validate(); err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	return conf, nil
+}
+
+func (c *NetConf) validate() error {
+	if c.Bridge == "" {
+		c.Bridge = hostnet.DefaultBridge
+	}
+	if err := validIfName("bridge", c.Bridge); err != nil {
+		return err
+	}
+	if c.PeerSyncInterval != nil && (*c.PeerSyncInterval < 0 || *c.PeerSyncInterval > 86400) {
+		return fmt.Errorf("peerSyncInterval %d out of range 0..86400 seconds", *c.PeerSyncInterval)
+	}
+	if c.IPAM.Type == "" {
+		c.IPAM.Type = ipamType
+	}
+	if err := ipam.ValidateName("network name", c.Name); err != nil {
+		return err
+	}
+	if strings.ContainsAny(c.IPAM.Type, "/\x00") || c.IPAM.Type == ".." {
+		return fmt.Errorf("ipam type %q is not a plugin name", c.IPAM.Type)
+	}
+	return c.Config.Validate()
+}
+
+// validIfName checks an interface name as the kernel would.
+func validIfName(kind, name string) error {
+	if name == "" || len(name) > 15 || strings.ContainsAny(name, "/:\x00 \t\n") || name == "." || name == ".." {
+		return fmt.Errorf("%s %q is not a valid interface name (1-15 characters, no '/', ':' or spaces)", kind, name)
+	}
+	return nil
+}
+
+// validArgs checks the runtime's CNI_* values that weft uses as names.
+func validArgs(containerID, ifName string) error {
+	if err := ipam.ValidateName("container ID", containerID); err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
+	}
+	if err := validIfName("CNI_IFNAME", ifName); err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
+	}
+	return nil
+}

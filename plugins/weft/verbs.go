@@ -1,0 +1,131 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/weft-cni/weft/pkg/cnierr"
+	"github.com/weft-cni/weft/pkg/ipamcni"
+	"github.com/weft-cni/weft/pkg/nodelease"
+	"github.com/weft-cni/weft/pkg/podnet"
+)
+
+// cmdDel removes the pod's interface and releases its address. Anything
+// already gone (netns, link, allocation) is not an error.
+func cmdDel(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := validArgs(args.ContainerID, args.IfName); err != nil {
+		return err
+	}
+	ctx, cancel := callContext()
+	defer cancel()
+	detachErr := podnet.Detach(args.Netns, args.IfName)
+	return cnierr.Classify(errors.Join(detachErr, release(ctx, conf, args)))
+}
+
+// cmdCheck verifies that the pod still has what prevResult says it got.
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := validArgs(args.ContainerID, args.IfName); err != nil {
+		return err
+	}
+	prev, err := prevResult(conf)
+	if err != nil {
+		return err
+	}
+	podNS, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_NETNS %q is not a usable network namespace", args.Netns), err.Error())
+	}
+	defer podNS.Close()
+	if err := podnet.Check(podNS, args.IfName, prev); err != nil {
+		return cnierr.Classify(err)
+	}
+	ctx, cancel := callContext()
+	defer cancel()
+	if conf.IPAM.Type != ipamType {
+		return cnierr.Classify(invoke.DelegateCheck(ctx, conf.IPAM.Type, args.StdinData, nil))
+	}
+	cfg, _, err := ipamcni.LoadConfig(args.StdinData)
+	if err != nil {
+		return cnierr.Classify(err)
+	}
+	return cnierr.Classify(cfg.Check(ctx, attachment(args), firstIPv4(prev)))
+}
+
+func prevResult(conf *NetConf) (*current.Result, error) {
+	if err := version.ParsePrevResult(&conf.NetConf); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "decoding prevResult", err.Error())
+	}
+	if conf.PrevResult == nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult", "")
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "converting prevResult", err.Error())
+	}
+	return prev, nil
+}
+
+func firstIPv4(res *current.Result) netip.Addr {
+	for _, ip := range res.IPs {
+		if addr, ok := netip.AddrFromSlice(ip.Address.IP.To4()); ok {
+			return addr
+		}
+	}
+	return netip.Addr{}
+}
+
+// cmdGC releases every allocation not in cni.dev/valid-attachments.
+func cmdGC(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := callContext()
+	defer cancel()
+	if conf.IPAM.Type != ipamType {
+		return cnierr.Classify(invoke.DelegateGC(ctx, conf.IPAM.Type, args.StdinData, nil))
+	}
+	cfg, _, err := ipamcni.LoadConfig(args.StdinData)
+	if err != nil {
+		return cnierr.Classify(err)
+	}
+	freed, err := cfg.GC(ctx, conf.ValidAttachments)
+	if len(freed) > 0 {
+		log.Info("gc released addresses", "network", conf.Name, "count", len(freed))
+	}
+	return cnierr.Classify(err)
+}
+
+// cmdStatus fails with code 50 when the node has no usable lease and cannot
+// get one.
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if _, err := nodelease.Current(&conf.Config); err == nil {
+		return nil
+	}
+	ctx, cancel := callContext()
+	defer cancel()
+	if err := nodelease.Available(ctx, &conf.Config); err != nil {
+		return types.NewError(cnierr.ErrPluginNotAvailable, "no usable subnet lease", err.Error())
+	}
+	return nil
+}
