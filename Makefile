@@ -1,0 +1,65 @@
+# weft: see README.md. Every target works from a clean clone on Debian as root.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+PREFIX ?= /opt/cni/bin
+CONFDIR ?= /etc/cni/net.d
+DESTDIR ?=
+CNI_VERSION := v1.3.0
+PLUGINS_VERSION := v1.9.0
+GOFLAGS_STATIC := CGO_ENABLED=0
+LDFLAGS := -s -w
+FUZZTIME ?= 5s
+
+.PHONY: all build tools deps install test unit integration fuzz demo demo-down bench clean
+
+all: build
+
+build:
+	$(GOFLAGS_STATIC) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/weft ./plugins/weft
+	$(GOFLAGS_STATIC) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/weft-ipam ./ipam/weft-ipam
+	$(GO) build -o $(BIN)/weft-devetcd ./internal/cmd/weft-devetcd
+
+# cnitool and the reference plugins, pinned, for tests, the demo and benchmarks.
+tools:
+	@test -x $(BIN)/cnitool || GOBIN=$(BIN) $(GO) install github.com/containernetworking/cni/cnitool@$(CNI_VERSION)
+	@mkdir -p $(BIN)/ref
+	@test -x $(BIN)/ref/bridge || GOBIN=$(BIN)/ref $(GO) install \
+		github.com/containernetworking/plugins/plugins/main/bridge@$(PLUGINS_VERSION) \
+		github.com/containernetworking/plugins/plugins/ipam/host-local@$(PLUGINS_VERSION) \
+		github.com/containernetworking/plugins/plugins/meta/portmap@$(PLUGINS_VERSION)
+
+# System packages a fresh Debian machine lacks (root only; no-op otherwise).
+deps:
+	@scripts/install-deps.sh
+
+install: build
+	install -d $(DESTDIR)$(PREFIX) $(DESTDIR)$(CONFDIR)
+	install -m 0755 $(BIN)/weft $(BIN)/weft-ipam $(DESTDIR)$(PREFIX)/
+	install -m 0644 conf/10-weft.conflist $(DESTDIR)$(CONFDIR)/
+
+test: deps unit integration
+
+unit:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+integration: build tools
+	@if [ "$$(id -u)" != 0 ]; then echo "integration tests need root: skipped"; exit 0; fi; \
+	$(GO) test -tags integration -count=1 -timeout 15m ./integration/
+
+# Each fuzz target for FUZZTIME (the seed corpus runs in every `go test`).
+fuzz:
+	@scripts/fuzz.sh $(FUZZTIME)
+
+demo: deps build tools
+	scripts/demo.sh
+
+demo-down:
+	scripts/demo.sh down
+
+bench: deps build tools
+	scripts/bench/run.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that tests, the demo and benchmarks use.
+set -euo pipefail
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v iptables >/dev/null || need+=(iptables)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v iperf3 >/dev/null || need+=(iperf3)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+	echo "missing packages (${need[*]}); run as root to install them" >&2
+	exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
