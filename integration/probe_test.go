@@ -19,37 +19,44 @@ import (
 // probe, rather than a goroutine switched into the netns), so they need no
 // ping, curl or nc on the machine and behave like any other program there.
 
-var srcip struct {
+var tools sync.Map // name -> *toolBuild
+
+type toolBuild struct {
 	once sync.Once
 	path string
 	err  error
 }
 
-// SrcIP returns the path of the srcip probe, building it into bin/srcip once
-// per test process (so it is never stale).
-func SrcIP() (string, error) {
-	srcip.once.Do(func() {
+// SrcIP returns the path of the srcip probe, built once per test process.
+func SrcIP() (string, error) { return Tool("srcip") }
+
+// Tool builds ./integration/cmd/<name> into bin/<name> once per test process
+// (so it is never stale) and returns its path.
+func Tool(name string) (string, error) {
+	v, _ := tools.LoadOrStore(name, &toolBuild{})
+	b := v.(*toolBuild)
+	b.once.Do(func() {
 		goBin, err := exec.LookPath("go")
 		if err != nil {
 			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 		}
 		root := RepoRoot()
-		dst := filepath.Join(root, "bin", "srcip")
+		dst := filepath.Join(root, "bin", name)
 		tmp := fmt.Sprintf("%s.%d.tmp", dst, os.Getpid())
-		cmd := exec.Command(goBin, "build", "-o", tmp, "./integration/cmd/srcip")
+		cmd := exec.Command(goBin, "build", "-o", tmp, "./integration/cmd/"+name)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			os.Remove(tmp)
-			srcip.err = fmt.Errorf("building srcip: %w: %s", err, out)
+			b.err = fmt.Errorf("building %s: %w: %s", name, err, out)
 			return
 		}
 		if err := os.Rename(tmp, dst); err != nil {
-			srcip.err = fmt.Errorf("installing srcip: %w", err)
+			b.err = fmt.Errorf("installing %s: %w", name, err)
 			return
 		}
-		srcip.path = dst
+		b.path = dst
 	})
-	return srcip.path, srcip.err
+	return b.path, b.err
 }
 
 // mustSrcIP is SrcIP that fails the test.

@@ -296,7 +296,8 @@ func (tp *Topology) dump() {
 		}
 		addrs, _ := TryIn(ns, "ip", "-br", "addr")
 		routes, _ := TryIn(ns, "ip", "route")
-		tp.t.Logf("netns %s:\n%s%s", ns, addrs, routes)
+		rules, _ := TryIn(ns, "iptables", "-t", "nat", "-L", "POSTROUTING", "-v", "-n")
+		tp.t.Logf("netns %s:\n%s%s%s", ns, addrs, routes, rules)
 	}
 }
 
