@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"crypto/sha512"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -176,3 +177,9 @@ func (n *node) natRules(t testing.TB) []string {
 }
 
 func (n *node) String() string { return fmt.Sprintf("%s(%s)", n.Name, n.IP()) }
+
+// cnitoolID is the container ID cnitool derives from a netns path.
+func cnitoolID(netns string) string {
+	sum := sha512.Sum512([]byte(netns))
+	return fmt.Sprintf("cnitool-%x", sum[:10])
+}

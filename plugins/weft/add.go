@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -101,25 +102,33 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 
 // prepareNode returns the node's lease and bridge. The fast path reads the
 // subnet file and the bridge and checks only that our rules are still in
-// front; the first use of a lease syncs with etcd and sets the node up.
+// front; the first use of a lease syncs with etcd and sets the node up. Both
+// run under the node lock, so concurrent ADDs never interleave rule repairs.
 func prepareNode(ctx context.Context, conf *NetConf) (*subnetfile.File, netlink.Link, error) {
+	unlock, err := hostnet.LockNode(ctx, filepath.Dir(conf.SubnetFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
 	file, err := nodelease.Current(&conf.Config)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		log.Warn("subnet file unreadable, syncing with etcd", "error", err)
 	}
-	if err == nil {
-		if link, ready := hostnet.Ready(conf.Bridge, file, conf.peerSync(), time.Now()); ready {
-			ipt, err := iptables.New()
-			if err == nil {
-				_, err = masq.EnsureFront(ipt, rulesFor(conf, file))
-			}
-			if err != nil {
-				return nil, nil, fmt.Errorf("checking iptables rules: %w", err)
-			}
-			return file, link, nil
-		}
+	if err != nil {
+		return firstUse(ctx, conf, nil)
 	}
-	return firstUse(ctx, conf, file)
+	link, ready := hostnet.Ready(conf.Bridge, file, conf.peerSync(), time.Now())
+	if !ready {
+		return firstUse(ctx, conf, file)
+	}
+	ipt, err := iptables.New()
+	if err == nil {
+		_, err = masq.EnsureFront(ipt, rulesFor(conf, file))
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("checking iptables rules: %w", err)
+	}
+	return file, link, nil
 }
 
 // firstUse syncs the lease with etcd (when configured) and sets the node up.

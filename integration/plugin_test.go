@@ -1,0 +1,258 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestGoCNI drives weft through containerd's go-cni, as containerd does.
+func TestGoCNI(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n21 := c.node(t, "node21", node21Addr, nil)
+	n22 := c.node(t, "node22", node22Addr, nil)
+	cnirun, err := Tool("cnirun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gocni := func(n *node, args ...string) (string, error) {
+		return n.Try(append([]string{"env", "CNI_PATH=" + cniPath(t), cnirun, "gocni", args[0], n.confDir()}, args[1:]...)...)
+	}
+	if _, err := gocni(n21, "status"); err != nil {
+		t.Fatalf("go-cni Status before any lease (etcd reachable, a subnet free): %v", err)
+	}
+	pod21, pod22 := c.tp.PodNS(t, "a"), c.tp.PodNS(t, "b")
+	var ips []netip.Addr
+	for _, p := range []struct {
+		n   *node
+		pod string
+	}{{n21, pod21}, {n22, pod22}} {
+		out, err := gocni(p.n, "setup", "ctr-"+p.n.Name, p.pod)
+		if err != nil {
+			t.Fatalf("go-cni Setup on %s: %v", p.n, err)
+		}
+		var res struct {
+			Interfaces map[string]struct{ IPConfigs []struct{ IP string } }
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("go-cni result %q: %v", out, err)
+		}
+		ip, err := netip.ParseAddr(res.Interfaces["eth0"].IPConfigs[0].IP)
+		if err != nil {
+			t.Fatalf("go-cni result has no eth0 address: %s", out)
+		}
+		ips = append(ips, ip)
+	}
+	// node21 was set up before node22 had a lease; it learns node22 at its
+	// next sync (peerSyncInterval 0: the next ADD).
+	second := c.tp.PodNS(t, "c")
+	if _, err := gocni(n21, "setup", "ctr-second", second); err != nil {
+		t.Fatalf("second go-cni Setup on node21: %v", err)
+	}
+	if _, err := gocni(n21, "remove", "ctr-second", second); err != nil {
+		t.Fatalf("go-cni Remove of the second pod: %v", err)
+	}
+	if err := Ping(pod22, ips[0]); err != nil {
+		t.Errorf("ping %s -> %s: %v", ips[1], ips[0], err)
+	}
+	if _, err := gocni(n21, "check", "ctr-node21", pod21); err != nil {
+		t.Errorf("go-cni Check: %v", err)
+	}
+	for _, p := range []struct {
+		n   *node
+		pod string
+	}{{n21, pod21}, {n22, pod22}} {
+		if _, err := gocni(p.n, "remove", "ctr-"+p.n.Name, p.pod); err != nil {
+			t.Errorf("go-cni Remove on %s: %v", p.n, err)
+		}
+		if got := p.n.allocations(t); got != 0 {
+			t.Errorf("%s holds %d addresses after Remove", p.n, got)
+		}
+	}
+}
+
+// veths counts the pods' veth links on the node (its own eth0 is a veth too).
+func veths(t testing.TB, n *node) int {
+	out := strings.TrimSpace(n.Run(t, "ip", "-o", "link", "show", "type", "veth", "master", "weft0"))
+	if out == "" {
+		return 0
+	}
+	return len(strings.Split(out, "\n"))
+}
+
+// TestConcurrentAdds: 30 ADDs at once get 30 distinct addresses; 30 DELs
+// leave the store empty and no veth behind.
+func TestConcurrentAdds(t *testing.T) {
+	const pods = 30
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, map[string]any{"peerSyncInterval": 60})
+	paths := make([]string, pods)
+	for i := range paths {
+		paths[i] = c.tp.PodNS(t, fmt.Sprintf("p%d", i))
+	}
+	got := make([]netip.Addr, pods)
+	errs := make([]error, pods)
+	var wg sync.WaitGroup
+	for i := range paths {
+		wg.Go(func() {
+			out, err := n.cnitool(t, "add", paths[i])
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			var res struct {
+				IPs []struct{ Address string } `json:"ips"`
+			}
+			if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.IPs) == 0 {
+				errs[i] = fmt.Errorf("result %q: %v", out, err)
+				return
+			}
+			got[i] = netip.MustParsePrefix(res.IPs[0].Address).Addr()
+		})
+	}
+	wg.Wait()
+	seen := map[netip.Addr]int{}
+	for i, ip := range got {
+		if errs[i] != nil {
+			t.Errorf("ADD %d: %v", i, errs[i])
+			continue
+		}
+		if j, dup := seen[ip]; dup {
+			t.Errorf("pods %d and %d both got %s", j, i, ip)
+		}
+		seen[ip] = i
+	}
+	if len(seen) != pods || n.allocations(t) != pods || veths(t, n) != pods {
+		t.Fatalf("%d distinct addresses, %d allocations, %d veths; want %d of each", len(seen), n.allocations(t), veths(t, n), pods)
+	}
+	for i := range paths {
+		wg.Go(func() {
+			if _, err := n.cnitool(t, "del", paths[i]); err != nil {
+				t.Errorf("DEL %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if a, v := n.allocations(t), veths(t, n); a != 0 || v != 0 {
+		t.Errorf("after 30 DELs: %d allocations and %d veths left", a, v)
+	}
+}
+
+// TestSubnetExhaustion: a /28 node subnet holds 13 pods; the 14th ADD fails
+// with a clear error and leaves nothing behind.
+func TestSubnetExhaustion(t *testing.T) {
+	c := newCluster(t, `{"Network": "172.7.0.0/16", "SubnetLen": 28}`)
+	n := c.node(t, "node21", node21Addr, map[string]any{"peerSyncInterval": 60})
+	for i := 0; i < 13; i++ {
+		n.add(t, c.tp.PodNS(t, fmt.Sprintf("p%d", i)))
+	}
+	last := c.tp.PodNS(t, "p13")
+	_, err := n.cnitool(t, "add", last)
+	if err == nil {
+		t.Fatal("14th ADD into a /28 succeeded")
+	}
+	want := fmt.Sprintf("no free address in %s: 13 of 13 in use", n.subnet(t))
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+	if a, v := n.allocations(t), veths(t, n); a != 13 || v != 13 {
+		t.Errorf("after the failed ADD: %d allocations, %d veths; want 13 and 13", a, v)
+	}
+	if _, err := TryIn(last, "ip", "link", "show", "eth0"); err == nil {
+		t.Error("the failed ADD left eth0 in the pod")
+	}
+}
+
+// TestLeaseRace: three nodes start pods at once in a network with room for
+// exactly three subnets: three distinct subnets; a fourth node is refused.
+func TestLeaseRace(t *testing.T) {
+	c := newCluster(t, `{"Network": "172.7.0.0/24", "SubnetLen": 26}`)
+	nodes := []*node{
+		c.node(t, "node21", node21Addr, nil), c.node(t, "node22", node22Addr, nil),
+		c.node(t, "node23", netip.MustParsePrefix("10.4.7.23/24"), nil),
+	}
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		pod := c.tp.PodNS(t, n.Name)
+		wg.Go(func() {
+			if _, err := n.cnitool(t, "add", pod); err != nil {
+				t.Errorf("ADD on %s: %v", n, err)
+			}
+		})
+	}
+	wg.Wait()
+	subnets := map[netip.Prefix]string{}
+	for _, n := range nodes {
+		s := n.subnet(t)
+		if other, dup := subnets[s]; dup {
+			t.Errorf("%s and %s both hold %s", other, n, s)
+		}
+		subnets[s] = n.Name
+	}
+	if leases := c.leases(t); len(leases) != 3 {
+		t.Errorf("%d leases in etcd, want 3: %v", len(leases), leases)
+	}
+	fourth := c.node(t, "node24", netip.MustParsePrefix("10.4.7.24/24"), nil)
+	_, err := fourth.cnitool(t, "add", c.tp.PodNS(t, "node24"))
+	if err == nil || !strings.Contains(err.Error(), "no free subnet") {
+		t.Errorf("fourth node: err %v, want no free subnet", err)
+	}
+	if out, err := fourth.cnitool(t, "status", c.tp.PodNS(t, "status")); err == nil {
+		t.Errorf("STATUS on a node that cannot get a lease passed: %s", out)
+	}
+}
+
+// TestBridgeWithWeftIPAM: weft-ipam as the IPAM of the reference bridge plugin.
+func TestBridgeWithWeftIPAM(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	n.writeConflist(t, map[string]any{"cniVersion": "1.0.0", "name": "weft", "plugins": []any{map[string]any{
+		"type": "bridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true, "ipMasq": false,
+		"ipam": map[string]any{"type": "weft-ipam", "etcdEndpoints": []string{c.endpoint}, "iface": "eth0",
+			"subnetFile": filepath.Join(n.dir, "subnet.env"), "dataDir": filepath.Join(n.dir, "ipam")},
+	}}})
+	pod := c.tp.PodNS(t, "a")
+	ip := n.add(t, pod)
+	subnet := n.subnet(t)
+	if !subnet.Contains(ip) || ip == subnet.Addr().Next() {
+		t.Fatalf("bridge+weft-ipam gave %s, want a pod address in %s", ip, subnet)
+	}
+	if err := Ping(pod, subnet.Addr().Next()); err != nil {
+		t.Errorf("pod cannot reach its gateway %s: %v", subnet.Addr().Next(), err)
+	}
+	if out, err := n.cnitool(t, "check", pod); err != nil {
+		t.Errorf("CHECK: %v %s", err, out)
+	}
+	n.del(t, pod)
+	if a := n.allocations(t); a != 0 {
+		t.Errorf("%d allocations after DEL", a)
+	}
+}
+
+// TestGC: GC frees every allocation not in cni.dev/valid-attachments.
+func TestGC(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	keep, drop := c.tp.PodNS(t, "keep"), c.tp.PodNS(t, "drop")
+	n.add(t, keep)
+	n.add(t, drop)
+	cnirun, err := Tool("cnirun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// cnitool's container ID for a netns path, as cnitool derives it.
+	keepID := cnitoolID(keep)
+	n.Run(t, "env", "CNI_PATH="+cniPath(t), cnirun, "gc", filepath.Join(n.confDir(), "10-weft.conflist"), keepID+":eth0")
+	if a := n.allocations(t); a != 1 {
+		t.Fatalf("%d allocations after GC, want the kept pod's only", a)
+	}
+	if out, err := n.cnitool(t, "check", keep); err != nil {
+		t.Errorf("the kept pod fails CHECK after GC: %v %s", err, out)
+	}
+}

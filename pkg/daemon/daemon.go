@@ -1,0 +1,282 @@
+// Package daemon is weft's node agent, `weft daemon`: it holds the node's
+// subnet lease in etcd and keeps it alive, writes the subnet file, sets the
+// node up as the plugin's first use would, keeps host-gw routes equal to the
+// leases as nodes come and go, repairs weft's iptables rules on a period,
+// and serves /healthz, /readyz and /metrics. `weft status` reports the same
+// state for an operator.
+//
+// The daemon never exits because etcd is away; on a signal it stops and
+// leaves routes, rules and the lease in place so that pods keep working.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/weft-cni/weft/pkg/lease"
+	"github.com/weft-cni/weft/pkg/masq"
+	"github.com/weft-cni/weft/pkg/metrics"
+	"github.com/weft-cni/weft/pkg/netconf"
+	"github.com/weft-cni/weft/pkg/nodelease"
+	"github.com/weft-cni/weft/pkg/route"
+	"github.com/weft-cni/weft/pkg/subnetfile"
+)
+
+// Node sets the host up for the node's lease; LinuxNode does it with netlink.
+type Node interface {
+	// Ensure makes the bridge hold file's gateway address and turns on
+	// forwarding; it is called on every resync and must be idempotent.
+	Ensure(file *subnetfile.File) error
+	// MarkReady records that the node is set up for file's lease, so that
+	// the plugin's ADD trusts it and skips etcd (hostnet.MarkReady).
+	MarkReady(file *subnetfile.File, now time.Time) error
+}
+
+// Deps are the daemon's seams to the outside world.
+type Deps struct {
+	Store  Store
+	Routes route.Programmer
+	IPT    masq.IPTables
+	Node   Node
+	// Identity finds the node's public IP and interface (ResolveIdentity).
+	Identity func() (nodelease.Identity, error)
+	Clock    clockwork.Clock  // nil: the real clock
+	Metrics  *metrics.Metrics // nil: new metrics
+	Log      *slog.Logger     // nil: slog.Default()
+}
+
+// Daemon is the node agent. Run runs it.
+type Daemon struct {
+	cfg      Config
+	store    Store
+	routes   route.Programmer
+	ipt      masq.IPTables
+	node     Node
+	identity func() (nodelease.Identity, error)
+	clock    clockwork.Clock
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+
+	state    state
+	nodeKick chan struct{}
+	ruleKick chan struct{}
+
+	// node loop bookkeeping, for logging transitions only
+	lastNodeErr, lastFileErr string
+	wasReady                 bool
+}
+
+// New checks deps and returns a daemon for cfg.
+func New(cfg *Config, deps Deps) (*Daemon, error) {
+	if deps.Store == nil || deps.Routes == nil || deps.IPT == nil || deps.Node == nil || deps.Identity == nil {
+		return nil, errors.New("daemon: Store, Routes, IPT, Node and Identity are required")
+	}
+	d := &Daemon{
+		cfg: *cfg, store: deps.Store, routes: deps.Routes, ipt: deps.IPT, node: deps.Node,
+		identity: deps.Identity, clock: deps.Clock, metrics: deps.Metrics, log: deps.Log,
+		nodeKick: make(chan struct{}, 1), ruleKick: make(chan struct{}, 1),
+	}
+	if d.clock == nil {
+		d.clock = clockwork.NewRealClock()
+	}
+	if d.metrics == nil {
+		d.metrics = metrics.New()
+	}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	return d, nil
+}
+
+// Metrics returns the daemon's metrics.
+func (d *Daemon) Metrics() *metrics.Metrics { return d.metrics }
+
+// Ready reports whether the node holds its lease, has its subnet file
+// written and its rules in place, and if not, why.
+func (d *Daemon) Ready() (bool, []string) { return d.state.readiness(d.clock.Now()) }
+
+// Run runs the daemon until ctx ends, then returns nil, leaving routes,
+// rules and the lease in place. It returns an error only for what a retry
+// cannot fix: the health port cannot be bound.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop, err := d.serve(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	d.log.Info("weft daemon starting", "etcd_endpoints", d.cfg.EtcdEndpoints, "etcd_prefix", d.cfg.EtcdPrefix,
+		"subnet_file", d.cfg.SubnetFile, "bridge", d.cfg.Bridge, "ip_masq", d.cfg.IPMasq)
+	id, ok := d.resolveIdentity(ctx)
+	if !ok {
+		return nil
+	}
+	d.log.Info("node identity", "public_ip", id.PublicIP, "iface", id.Iface, "mtu", id.MTU)
+
+	k := d.newKeeper(id)
+	s := &syncer{store: d.store, routes: loggedProgrammer{d.routes, d.log}, clock: d.clock, log: d.log,
+		metrics: d.metrics, state: &d.state, relist: d.cfg.Relist, lost: k.signalLost, synced: d.routesSynced}
+	r := &ruleKeeper{ipt: d.ipt, clock: d.clock, log: d.log, metrics: d.metrics, state: &d.state,
+		ipMasq: d.cfg.IPMasq, period: d.cfg.IPTablesResync, kick: d.ruleKick, checked: d.kickNode}
+	k.onLease = func(network *netconf.Config, own *lease.Lease) { d.onLease(network, own, id) }
+
+	var wg sync.WaitGroup
+	wg.Go(func() { k.run(ctx) })
+	wg.Go(func() { s.run(ctx) })
+	wg.Go(func() { r.run(ctx) })
+	wg.Go(func() { d.runNode(ctx, s) })
+	<-ctx.Done()
+	wg.Wait()
+	d.log.Info("weft daemon stopped; routes, rules and the lease stay in place")
+	return nil
+}
+
+// resolveIdentity retries until the node's interface and address can be
+// found (at boot they may come late); false when ctx ended first.
+func (d *Daemon) resolveIdentity(ctx context.Context) (nodelease.Identity, bool) {
+	bo := newBackoff(d.clock)
+	for {
+		id, err := d.identity()
+		if err == nil {
+			return id, true
+		}
+		d.log.Error("cannot find the node's interface and public IP; retrying", "error", err)
+		if !bo.wait(ctx) {
+			return nodelease.Identity{}, false
+		}
+	}
+}
+
+func (d *Daemon) newKeeper(id nodelease.Identity) *keeper {
+	k := &keeper{store: d.store, clock: d.clock, log: d.log, metrics: d.metrics,
+		publicIP: id.PublicIP, ttl: d.cfg.LeaseTTL, lost: make(chan struct{}, 1),
+		onRenew: d.onRenew}
+	if prev, err := subnetfile.Read(d.cfg.SubnetFile); err == nil {
+		k.prefer, k.preferNetwork = prev.Lease(), prev.Network
+		d.log.Info("subnet file found; asking for its subnet first", "subnet", k.prefer, "path", d.cfg.SubnetFile)
+	}
+	return k
+}
+
+// onLease records a newly acquired lease; the node loop then writes the
+// subnet file and sets the node up for it.
+func (d *Daemon) onLease(network *netconf.Config, own *lease.Lease, id nodelease.Identity) {
+	file := subnetfile.ForLease(network.Network, own.Subnet, id.MTU, d.cfg.IPMasq)
+	d.state.setLease(network, own, file)
+	held, expiry := d.state.leaseStatus(d.clock.Now())
+	d.metrics.SetLease(held, expiry)
+	attrs := []any{"subnet", own.Subnet, "public_ip", own.Attrs.PublicIP, "network", network.Network}
+	if own.Reservation() {
+		attrs = append(attrs, "reservation", true)
+	} else {
+		attrs = append(attrs, "expires", own.Expiration.Format(time.RFC3339), "lease_id", fmt.Sprintf("%x", int64(own.EtcdLease)))
+	}
+	d.log.Info("holding subnet lease", attrs...)
+	kick(d.ruleKick)
+	kick(d.nodeKick)
+}
+
+func (d *Daemon) onRenew(expiry time.Time) {
+	d.state.setExpiry(expiry)
+	d.metrics.SetLease(true, expiry)
+	d.log.Debug("subnet lease renewed", "expires", expiry.Format(time.RFC3339))
+}
+
+func (d *Daemon) routesSynced() {
+	d.state.setRoutesSynced()
+	d.kickNode()
+}
+
+func (d *Daemon) kickNode() { kick(d.nodeKick) }
+
+func kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// runNode keeps the local side current every route resync period and
+// whenever another loop has news: subnet file, bridge, forwarding, routes
+// against the known leases, and the bridge's ready mark.
+func (d *Daemon) runNode(ctx context.Context, s *syncer) {
+	t := d.clock.NewTicker(d.cfg.RouteResync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+			s.reconcile()
+		case <-d.nodeKick:
+		}
+		d.syncNode()
+	}
+}
+
+func (d *Daemon) syncNode() {
+	snap := d.state.get()
+	if snap.own == nil {
+		d.updateReady(snap)
+		return
+	}
+	fileErr := subnetfile.Write(d.cfg.SubnetFile, snap.file)
+	d.state.setFileErr(fileErr)
+	d.lastFileErr = d.transition("subnet file", d.lastFileErr, fileErr, "path", d.cfg.SubnetFile)
+	var nodeErr error
+	if fileErr == nil {
+		nodeErr = d.node.Ensure(snap.file)
+	}
+	d.state.setNodeErr(nodeErr)
+	d.lastNodeErr = d.transition("node setup", d.lastNodeErr, nodeErr, "bridge", d.cfg.Bridge)
+	now := d.clock.Now()
+	if exp, soon := d.state.expiringSoon(now, d.cfg.RenewMargin); soon {
+		d.log.Warn("the subnet lease has not been renewed and expires soon; is etcd reachable?",
+			"subnet", snap.own.Subnet, "expires", exp.Format(time.RFC3339))
+	}
+	held, expiry := d.state.leaseStatus(now)
+	d.metrics.SetLease(held, expiry)
+	d.updateReady(snap)
+}
+
+// updateReady publishes readiness and, when ready, marks the bridge.
+func (d *Daemon) updateReady(snap snapshot) {
+	ready, why := d.Ready()
+	d.metrics.SetReady(ready)
+	if ready {
+		if err := d.node.MarkReady(snap.file, d.clock.Now()); err != nil {
+			d.metrics.ReconcileError(metrics.ErrNode)
+			d.log.Warn("marking the bridge ready failed", "error", err)
+		}
+	}
+	switch {
+	case ready && !d.wasReady:
+		d.log.Info("node ready", "subnet", snap.own.Subnet)
+	case !ready && d.wasReady:
+		d.log.Warn("node not ready", "reasons", why)
+	}
+	d.wasReady = ready
+}
+
+// transition logs err when it differs from the last one, and its clearing.
+func (d *Daemon) transition(what, last string, err error, attrs ...any) string {
+	switch {
+	case err != nil && err.Error() != last:
+		d.metrics.ReconcileError(metrics.ErrNode)
+		d.log.Error(what+" failed; retrying every resync", append(attrs, "error", err)...)
+		return err.Error()
+	case err != nil:
+		d.metrics.ReconcileError(metrics.ErrNode)
+		return last
+	case last != "":
+		d.log.Info(what+" repaired", attrs...)
+	}
+	return ""
+}

@@ -1,0 +1,181 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/weft-cni/weft/pkg/lease"
+	"github.com/weft-cni/weft/pkg/metrics"
+	"github.com/weft-cni/weft/pkg/netconf"
+)
+
+// acquireTimeout bounds one attempt to acquire the lease; an unreachable
+// etcd makes the attempt fail and the keeper retry.
+const acquireTimeout = 15 * time.Second
+
+// keeper acquires the node's lease and keeps it alive with one etcd lease
+// and its keep-alive stream. It never gives up: etcd being away makes it
+// retry, and a lease that expired or vanished meanwhile is acquired again,
+// the same subnet first.
+type keeper struct {
+	store   Store
+	clock   clockwork.Clock
+	log     *slog.Logger
+	metrics *metrics.Metrics
+
+	publicIP netip.Addr
+	ttl      time.Duration
+	// prefer is the subnet to ask for first: the subnet file's at start,
+	// then the last one held.
+	prefer netip.Prefix
+	// preferNetwork is the network prefer was leased in; prefer is used
+	// only while etcd's network config is the same.
+	preferNetwork netip.Prefix
+
+	// lost is signalled when the node's key vanished or was rewritten by
+	// someone else while its etcd lease lives on.
+	lost chan struct{}
+	// onLease is called with each lease acquired, onRenew with each new
+	// expiry; both on the keeper's goroutine.
+	onLease func(*netconf.Config, *lease.Lease)
+	onRenew func(time.Time)
+}
+
+// signalLost tells the keeper to acquire again; it never blocks.
+func (k *keeper) signalLost() {
+	select {
+	case k.lost <- struct{}{}:
+	default:
+	}
+}
+
+func (k *keeper) run(ctx context.Context) {
+	bo := newBackoff(k.clock)
+	first := true
+	for ctx.Err() == nil {
+		network, own, err := k.acquire(ctx, first)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			k.metrics.ReconcileError(metrics.ErrLease)
+			k.log.Warn("acquiring the subnet lease failed; retrying", "error", err, "prefer", k.prefer)
+			bo.wait(ctx)
+			continue
+		}
+		first = false
+		bo.reset()
+		k.prefer, k.preferNetwork = own.Subnet, network.Network
+		k.metrics.LeaseAcquired()
+		k.onLease(network, own)
+		if !k.hold(ctx, own) {
+			sleep(ctx, k.clock, minBackoff) // the keep-alive could not start: do not spin
+		}
+	}
+}
+
+// acquire reads the network config and reuses or acquires the node's lease.
+// On the first attempt a subnet from the subnet file that is still leased to
+// another public IP is taken over, as flanneld does when a node's address
+// changes; later attempts never take a subnet from anyone.
+func (k *keeper) acquire(ctx context.Context, first bool) (*netconf.Config, *lease.Lease, error) {
+	ctx, cancel := context.WithTimeout(ctx, acquireTimeout)
+	defer cancel()
+	network, err := k.store.NetworkConfig(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := supported(network); err != nil {
+		return nil, nil, err
+	}
+	attrs := lease.Attrs{PublicIP: k.publicIP, BackendType: network.Backend.Type}
+	prefer := k.prefer
+	if !prefer.IsValid() || k.preferNetwork != network.Network || !network.Contains(prefer) {
+		prefer = netip.Prefix{}
+	}
+	if first && prefer.IsValid() {
+		k.takeOver(ctx, network, prefer, attrs)
+	}
+	own, err := k.store.Acquire(ctx, network, attrs, lease.AcquireOptions{TTL: k.ttl, Prefer: prefer})
+	if err != nil {
+		return nil, nil, fmt.Errorf("acquiring a subnet of %s for %s: %w", network.Network, k.publicIP, err)
+	}
+	return network, own, nil
+}
+
+// takeOver rewrites prefer's key to this node when the node holds no lease
+// by its public IP; failures only mean Acquire finds another subnet.
+func (k *keeper) takeOver(ctx context.Context, network *netconf.Config, prefer netip.Prefix, attrs lease.Attrs) {
+	leases, _, err := k.store.List(ctx)
+	if err != nil {
+		return // Acquire will fail the same way and the attempt be retried
+	}
+	for _, l := range leases {
+		if l.Attrs.PublicIP == k.publicIP && network.Contains(l.Subnet) {
+			return
+		}
+	}
+	old, err := k.store.TakeOver(ctx, prefer, attrs)
+	switch {
+	case err == nil:
+		k.log.Warn("took over the subnet of the subnet file, leased to this node's previous address",
+			"subnet", prefer, "previous_public_ip", old, "public_ip", k.publicIP)
+	case !isNotFound(err):
+		k.log.Warn("could not take over the subnet of the subnet file", "subnet", prefer, "error", err)
+	}
+}
+
+// supported reports whether the daemon can program the network's backend.
+func supported(network *netconf.Config) error {
+	switch network.Backend.Type {
+	case netconf.BackendHostGW:
+		return nil
+	default:
+		return fmt.Errorf("backend %q of network %s: the weft daemon programs host-gw only", network.Backend.Type, network.Network)
+	}
+}
+
+// hold keeps own until it is lost or ctx ends. It returns false when the
+// keep-alive could not even start.
+func (k *keeper) hold(ctx context.Context, own *lease.Lease) bool {
+	if own.Reservation() {
+		select {
+		case <-ctx.Done():
+		case <-k.lost:
+			k.log.Warn("the node's reserved subnet key vanished or changed in etcd; acquiring again", "subnet", own.Subnet)
+		}
+		return true
+	}
+	kctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	renewals, err := k.store.KeepAlive(kctx, own.EtcdLease)
+	if err != nil {
+		k.metrics.ReconcileError(metrics.ErrLease)
+		k.log.Warn("starting the keep-alive of the subnet lease failed; acquiring again", "subnet", own.Subnet, "error", err)
+		return false
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return true
+		case <-k.lost:
+			k.log.Warn("the node's subnet key vanished or changed in etcd; acquiring again", "subnet", own.Subnet)
+			return true
+		case exp, ok := <-renewals:
+			if !ok {
+				if ctx.Err() == nil {
+					k.metrics.ReconcileError(metrics.ErrLease)
+					k.log.Warn("the keep-alive of the subnet lease ended (expired, revoked, or etcd unreachable for a whole TTL); acquiring again",
+						"subnet", own.Subnet, "lease_id", fmt.Sprintf("%x", int64(own.EtcdLease)))
+				}
+				return true
+			}
+			k.onRenew(exp)
+		}
+	}
+}

@@ -1,0 +1,238 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/weft-cni/weft/pkg/lease"
+	"github.com/weft-cni/weft/pkg/metrics"
+	"github.com/weft-cni/weft/pkg/route"
+)
+
+// listTimeout bounds one listing of the leases.
+const listTimeout = 30 * time.Second
+
+// syncer follows the leases in etcd (list, then watch from the listed
+// revision, list again on compaction, watch loss and every relist period)
+// and keeps the routes to peer subnets equal to what they imply. Every
+// reconcile is the full desired-versus-kernel diff with pruning, so routes
+// of leases that vanished, even while the daemon was down, are removed.
+type syncer struct {
+	store   Store
+	routes  route.Programmer
+	clock   clockwork.Clock
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	state   *state
+	relist  time.Duration
+	// lost tells the keeper the node's own key vanished or was taken.
+	lost func()
+	// synced is called after each reconcile that ran against listed leases.
+	synced func()
+
+	mu       sync.Mutex
+	leases   map[netip.Prefix]lease.Lease
+	listed   bool
+	lastErr  string // last reconcile error, logged once
+	warnedIP map[netip.Prefix]bool
+}
+
+func (s *syncer) run(ctx context.Context) {
+	bo := newBackoff(s.clock)
+	for ctx.Err() == nil {
+		rev, err := s.fullSync(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.metrics.ReconcileError(metrics.ErrList)
+			s.log.Warn("listing subnet leases failed; routes stay as they are, retrying", "error", err)
+			bo.wait(ctx)
+			continue
+		}
+		reason, err := s.watch(ctx, rev)
+		if ctx.Err() != nil {
+			return
+		}
+		s.metrics.WatchRestart(reason)
+		if reason == metrics.WatchError {
+			s.log.Warn("watching subnet leases failed; listing them again", "error", err, "revision", rev)
+			bo.wait(ctx)
+			continue
+		}
+		bo.reset()
+		s.log.Debug("listing subnet leases again", "reason", reason, "revision", rev)
+	}
+}
+
+// fullSync lists every lease, replaces the known set and reconciles.
+func (s *syncer) fullSync(ctx context.Context) (int64, error) {
+	start := time.Now()
+	lctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
+	leases, rev, err := s.store.List(lctx)
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.leases = make(map[netip.Prefix]lease.Lease, len(leases))
+	for _, l := range leases {
+		s.leases[l.Subnet] = l
+	}
+	s.listed = true
+	if own := s.state.get().own; own != nil && rev >= own.ModRevision {
+		if l, ok := s.leases[own.Subnet]; !ok || l.Attrs.PublicIP != own.Attrs.PublicIP {
+			s.lost()
+		}
+	}
+	s.reconcileLocked()
+	s.metrics.FullSync(time.Since(start))
+	return rev, nil
+}
+
+// watch follows changes from rev until the relist period passes, the watch
+// fails or ctx ends, and says why it stopped.
+func (s *syncer) watch(ctx context.Context, rev int64) (string, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var periodic atomic.Bool
+	timer := s.clock.AfterFunc(s.relist, func() {
+		periodic.Store(true)
+		cancel()
+	})
+	defer timer.Stop()
+	err := s.store.Watch(wctx, rev, s.apply)
+	switch {
+	case periodic.Load():
+		return metrics.WatchPeriodic, nil
+	case errors.Is(err, lease.ErrCompacted):
+		return metrics.WatchCompacted, err
+	default:
+		return metrics.WatchError, err
+	}
+}
+
+// apply updates the known leases with a batch of events and reconciles.
+func (s *syncer) apply(events []lease.Event) {
+	own := s.state.get().own
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ev := range events {
+		l := ev.Lease
+		mine := own != nil && l.Subnet == own.Subnet && l.ModRevision > own.ModRevision
+		switch ev.Type {
+		case lease.Added:
+			s.leases[l.Subnet] = l
+			s.log.Debug("subnet lease added", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
+			if mine && l.Attrs.PublicIP != own.Attrs.PublicIP {
+				s.lost()
+			}
+		case lease.Removed:
+			delete(s.leases, l.Subnet)
+			s.log.Debug("subnet lease removed", "subnet", l.Subnet)
+			if mine {
+				s.lost()
+			}
+		}
+	}
+	s.reconcileLocked()
+}
+
+// reconcile checks the kernel's routes against the known leases, without
+// asking etcd: the periodic repair of routes someone else removed.
+func (s *syncer) reconcile() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reconcileLocked()
+}
+
+func (s *syncer) reconcileLocked() {
+	snap := s.state.get()
+	if !s.listed || snap.own == nil {
+		return
+	}
+	peers := s.peersLocked(snap.own)
+	desired := route.HostGW(peers, snap.own.Subnet)
+	res, err := route.Reconcile(s.routes, snap.network.Network, snap.own.Subnet, desired, true)
+	s.metrics.SetPeers(len(peers))
+	s.metrics.RouteChanges(res.Upserted, res.Removed)
+	s.metrics.SetRoutes(max(0, len(desired)-failures(err)))
+	if err != nil {
+		s.metrics.ReconcileError(metrics.ErrRoutes)
+		if msg := err.Error(); msg != s.lastErr {
+			s.log.Warn("some routes could not be programmed; retrying every resync", "error", err)
+			s.lastErr = msg
+		}
+	} else if s.lastErr != "" {
+		s.log.Info("routes programmed again")
+		s.lastErr = ""
+	}
+	s.synced()
+}
+
+// peersLocked returns the other nodes' leases, sorted by subnet. A lease
+// with this node's public IP but another subnet is left out: a route to it
+// would point back at this node.
+func (s *syncer) peersLocked(own *lease.Lease) []route.Peer {
+	peers := make([]route.Peer, 0, len(s.leases))
+	for subnet, l := range s.leases {
+		if subnet == own.Subnet {
+			continue
+		}
+		if l.Attrs.PublicIP == own.Attrs.PublicIP {
+			if !s.warnedIP[subnet] {
+				s.log.Warn("ignoring another lease of this node's public IP", "subnet", subnet, "public_ip", l.Attrs.PublicIP)
+				if s.warnedIP == nil {
+					s.warnedIP = map[netip.Prefix]bool{}
+				}
+				s.warnedIP[subnet] = true
+			}
+			continue
+		}
+		peers = append(peers, route.Peer{Subnet: subnet, PublicIP: l.Attrs.PublicIP})
+	}
+	slices.SortFunc(peers, func(a, b route.Peer) int { return a.Subnet.Addr().Compare(b.Subnet.Addr()) })
+	return peers
+}
+
+// failures counts the errors joined in err.
+func failures(err error) int {
+	if err == nil {
+		return 0
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return len(j.Unwrap())
+	}
+	return 1
+}
+
+// loggedProgrammer logs each change it makes, so operators see routes follow nodes.
+type loggedProgrammer struct {
+	route.Programmer
+	log *slog.Logger
+}
+
+func (p loggedProgrammer) Replace(r route.Route) error {
+	err := p.Programmer.Replace(r)
+	if err == nil {
+		p.log.Info("route programmed", "dst", r.Dst, "gateway", r.Gateway)
+	}
+	return err
+}
+
+func (p loggedProgrammer) Delete(r route.Route) error {
+	err := p.Programmer.Delete(r)
+	if err == nil {
+		p.log.Info("route removed", "dst", r.Dst, "gateway", r.Gateway)
+	}
+	return err
+}

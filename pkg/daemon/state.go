@@ -1,0 +1,145 @@
+package daemon
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/weft-cni/weft/pkg/lease"
+	"github.com/weft-cni/weft/pkg/netconf"
+	"github.com/weft-cni/weft/pkg/subnetfile"
+)
+
+// state is what the daemon's loops share: the node's lease and how far the
+// node is set up for it. Readiness is derived from it.
+type state struct {
+	mu      sync.Mutex
+	network *netconf.Config
+	own     *lease.Lease // nil until the first lease
+	expiry  time.Time    // zero for a reservation
+	file    *subnetfile.File
+
+	fileErr      error // writing the subnet file
+	nodeErr      error // bridge and forwarding
+	rulesErr     error // nil once rules were checked and are in place
+	rulesChecked bool
+	routesSynced bool // a full list and reconcile has succeeded
+	warnedExpiry bool
+}
+
+// snapshot is a consistent copy of the state.
+type snapshot struct {
+	network *netconf.Config
+	own     *lease.Lease
+	expiry  time.Time
+	file    *subnetfile.File
+}
+
+func (s *state) get() snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return snapshot{network: s.network, own: s.own, expiry: s.expiry, file: s.file}
+}
+
+// setLease records a newly acquired lease and the subnet file it implies.
+func (s *state) setLease(network *netconf.Config, own *lease.Lease, file *subnetfile.File) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.network, s.file = network, file
+	l := *own
+	s.own = &l
+	s.expiry = own.Expiration
+	if own.Reservation() {
+		s.expiry = time.Time{}
+	}
+	s.warnedExpiry = false
+}
+
+func (s *state) setExpiry(t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expiry = t
+	s.warnedExpiry = false
+}
+
+func (s *state) setFileErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fileErr = err
+}
+
+func (s *state) setNodeErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nodeErr = err
+}
+
+func (s *state) setRules(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rulesErr, s.rulesChecked = err, true
+}
+
+func (s *state) setRoutesSynced() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.routesSynced = true
+}
+
+// held reports whether the lease is held at now: acquired and, unless a
+// reservation, not expired.
+func (s *state) heldLocked(now time.Time) bool {
+	return s.own != nil && (s.own.Reservation() || now.Before(s.expiry))
+}
+
+// leaseStatus returns whether the lease is held at now and its expiry
+// (zero for a reservation or no lease).
+func (s *state) leaseStatus(now time.Time) (bool, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.heldLocked(now), s.expiry
+}
+
+// readiness reports whether the node is ready and, if not, why.
+func (s *state) readiness(now time.Time) (bool, []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var why []string
+	switch {
+	case s.own == nil:
+		why = append(why, "no subnet lease yet")
+	case !s.heldLocked(now):
+		why = append(why, fmt.Sprintf("subnet lease %s expired at %s", s.own.Subnet, s.expiry.Format(time.RFC3339)))
+	}
+	switch {
+	case s.file == nil:
+		why = append(why, "subnet file not written yet")
+	case s.fileErr != nil:
+		why = append(why, "subnet file: "+s.fileErr.Error())
+	}
+	if s.nodeErr != nil {
+		why = append(why, "node setup: "+s.nodeErr.Error())
+	}
+	switch {
+	case !s.rulesChecked:
+		why = append(why, "iptables rules not checked yet")
+	case s.rulesErr != nil:
+		why = append(why, "iptables rules: "+s.rulesErr.Error())
+	}
+	if !s.routesSynced {
+		why = append(why, "routes not synced with the leases yet")
+	}
+	return len(why) == 0, why
+}
+
+// expiringSoon reports, once per renewal, that an unrenewed lease has less
+// than margin left.
+func (s *state) expiringSoon(now time.Time, margin time.Duration) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.own == nil || s.own.Reservation() || s.warnedExpiry || s.expiry.Sub(now) >= margin {
+		return time.Time{}, false
+	}
+	s.warnedExpiry = true
+	return s.expiry, true
+}

@@ -1,0 +1,256 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/weft-cni/weft/pkg/lease"
+	"github.com/weft-cni/weft/pkg/masq"
+	"github.com/weft-cni/weft/pkg/netconf"
+	"github.com/weft-cni/weft/pkg/nodelease"
+	"github.com/weft-cni/weft/pkg/route"
+	"github.com/weft-cni/weft/pkg/subnetfile"
+)
+
+// statusTimeout bounds the etcd reads of `weft status`.
+const statusTimeout = 5 * time.Second
+
+// StatusStore is what `weft status` reads from etcd.
+type StatusStore interface {
+	NetworkConfig(ctx context.Context) (*netconf.Config, error)
+	List(ctx context.Context) ([]lease.Lease, int64, error)
+}
+
+// StatusDeps are the seams `weft status` looks through.
+type StatusDeps struct {
+	Store    StatusStore
+	Routes   route.Programmer
+	IPT      masq.IPTables
+	Identity func() (nodelease.Identity, error)
+	// Readyz asks the running daemon whether it is ready; nil skips the check.
+	Readyz func(ctx context.Context) (ready bool, detail string, err error)
+	Now    time.Time
+}
+
+// Check is one line of the status report.
+type Check struct {
+	OK     bool
+	Name   string
+	Detail string
+}
+
+// Report is the node's state as `weft status` prints it.
+type Report struct {
+	Checks []Check
+}
+
+func (r *Report) add(ok bool, name, format string, args ...any) {
+	r.Checks = append(r.Checks, Check{OK: ok, Name: name, Detail: fmt.Sprintf(format, args...)})
+}
+
+// OK reports whether every check passed.
+func (r *Report) OK() bool {
+	return !slices.ContainsFunc(r.Checks, func(c Check) bool { return !c.OK })
+}
+
+// WriteTo prints the report, one check a line, and a verdict.
+func (r *Report) WriteTo(w io.Writer) (int64, error) {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	problems := 0
+	for _, c := range r.Checks {
+		mark := "ok"
+		if !c.OK {
+			mark = "FAIL"
+			problems++
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", mark, c.Name, c.Detail)
+	}
+	tw.Flush()
+	if problems == 0 {
+		b.WriteString("status: ok\n")
+	} else {
+		fmt.Fprintf(&b, "status: %d problem(s)\n", problems)
+	}
+	n, err := io.WriteString(w, b.String())
+	return int64(n), err
+}
+
+// Status gathers the node's state: the subnet file, the lease in etcd and
+// its expiry, each peer and whether its route is present, routes left over
+// from vanished leases, the iptables rules and, if asked, the daemon's
+// readiness.
+func Status(ctx context.Context, cfg *Config, deps StatusDeps) *Report {
+	r := &Report{}
+	file, err := subnetfile.Read(cfg.SubnetFile)
+	if err != nil {
+		r.add(false, "subnet file", "%v", err)
+	} else {
+		r.add(true, "subnet file", "%s: subnet %s in %s, mtu %d, ipmasq %t",
+			cfg.SubnetFile, file.Subnet, file.Network, file.MTU, file.IPMasq)
+	}
+	id, err := deps.Identity()
+	if err != nil {
+		r.add(false, "node", "%v", err)
+	} else {
+		r.add(true, "node", "public ip %s on %s", id.PublicIP, id.Iface)
+	}
+	network, own, leases := statusLease(ctx, r, cfg, deps, id, file)
+	if network.IsValid() {
+		self := ownSubnet(own, file)
+		statusRoutes(r, deps.Routes, network, self, leases, id.PublicIP)
+		statusRules(r, deps.IPT, network, cfg.IPMasq)
+	} else {
+		r.add(false, "routes", "not checked: cluster network unknown (no etcd and no subnet file)")
+		r.add(false, "rules", "not checked: cluster network unknown")
+	}
+	if deps.Readyz != nil {
+		ready, detail, err := deps.Readyz(ctx)
+		switch {
+		case err != nil:
+			r.add(false, "daemon", "%s/readyz: %v", cfg.HealthzAddr(), err)
+		default:
+			r.add(ready, "daemon", "%s", detail)
+		}
+	}
+	return r
+}
+
+// statusLease checks the lease in etcd. It returns the cluster network (from
+// etcd, else the subnet file), the node's lease and every lease, the last
+// two nil when etcd cannot be read.
+func statusLease(ctx context.Context, r *Report, cfg *Config, deps StatusDeps, id nodelease.Identity, file *subnetfile.File) (netip.Prefix, *lease.Lease, []lease.Lease) {
+	var network netip.Prefix
+	if file != nil {
+		network = file.Network
+	}
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	nc, err := deps.Store.NetworkConfig(ctx)
+	if err != nil {
+		r.add(false, "etcd", "reading the network config: %v", err)
+		return network, nil, nil
+	}
+	network = nc.Network
+	leases, _, err := deps.Store.List(ctx)
+	if err != nil {
+		r.add(false, "etcd", "listing leases: %v", err)
+		return network, nil, nil
+	}
+	r.add(true, "etcd", "network %s (%s), %d leases", nc.Network, nc.Backend.Type, len(leases))
+	if !id.PublicIP.IsValid() {
+		return network, nil, leases
+	}
+	var own *lease.Lease
+	for i := range leases {
+		if leases[i].Attrs.PublicIP == id.PublicIP && nc.Contains(leases[i].Subnet) {
+			own = &leases[i]
+			break
+		}
+	}
+	switch {
+	case own == nil:
+		r.add(false, "lease", "no lease in etcd for %s", id.PublicIP)
+	case own.Reservation():
+		r.add(true, "lease", "%s for %s: permanent reservation", own.Subnet, id.PublicIP)
+	default:
+		left := own.Expiration.Sub(deps.Now).Round(time.Second)
+		ok := left >= cfg.RenewMargin
+		hint := ""
+		if !ok {
+			hint = " (not being renewed: is weft daemon running?)"
+		}
+		r.add(ok, "lease", "%s for %s: expires %s, in %s%s", own.Subnet, id.PublicIP,
+			own.Expiration.Format(time.RFC3339), left, hint)
+	}
+	if own != nil && file != nil && file.Lease() != own.Subnet {
+		r.add(false, "subnet file", "holds %s but etcd leases %s to this node", file.Lease(), own.Subnet)
+	}
+	return network, own, leases
+}
+
+func ownSubnet(own *lease.Lease, file *subnetfile.File) netip.Prefix {
+	switch {
+	case own != nil:
+		return own.Subnet
+	case file != nil:
+		return file.Lease()
+	}
+	return netip.Prefix{}
+}
+
+// statusRoutes lists each peer with its route, and routes no lease explains.
+// Without leases (etcd unreadable) it only lists the routes present.
+func statusRoutes(r *Report, p route.Programmer, network, self netip.Prefix, leases []lease.Lease, publicIP netip.Addr) {
+	listed, err := p.List(network)
+	if err != nil {
+		r.add(false, "routes", "listing routes in %s: %v", network, err)
+		return
+	}
+	actual := slices.DeleteFunc(listed, func(rt route.Route) bool {
+		return rt.Dst.Masked() == self || rt.Dst.Bits() <= network.Bits()
+	})
+	if leases == nil {
+		for _, rt := range actual {
+			r.add(true, "route", "%s (peers not checked: etcd unreadable)", rt)
+		}
+		return
+	}
+	var peers []route.Peer
+	for _, p := range nodelease.Peers(leases, self) {
+		if p.PublicIP != publicIP {
+			peers = append(peers, p)
+		}
+	}
+	desired := route.HostGW(peers, self)
+	upsert, remove := route.Diff(desired, actual)
+	r.add(true, "peers", "%d", len(peers))
+	for _, want := range desired {
+		if slices.ContainsFunc(upsert, func(u route.Route) bool { return u.Dst == want.Dst }) {
+			r.add(false, "peer", "%s: route missing or wrong (%s)", want, describe(actual, want.Dst))
+		} else {
+			r.add(true, "peer", "%s: route present", want)
+		}
+	}
+	for _, stale := range remove {
+		r.add(false, "stale route", "%s: no lease holds this subnet", stale)
+	}
+}
+
+// describe says what the kernel has for dst.
+func describe(actual []route.Route, dst netip.Prefix) string {
+	var have []string
+	for _, rt := range actual {
+		if rt.Dst.Masked() == dst {
+			have = append(have, rt.String())
+		}
+	}
+	if len(have) == 0 {
+		return "none"
+	}
+	return "have " + strings.Join(have, ", ")
+}
+
+func statusRules(r *Report, ipt masq.IPTables, network netip.Prefix, ipMasq bool) {
+	if ipt == nil {
+		r.add(false, "rules", "not checked: no iptables")
+		return
+	}
+	problems, err := masq.Check(ipt, masq.Rules{Network: network, IPMasq: ipMasq})
+	switch {
+	case err != nil:
+		r.add(false, "rules", "checking iptables rules: %v", err)
+	case len(problems) == 0:
+		r.add(true, "rules", "iptables rules in place")
+	default:
+		for _, p := range problems {
+			r.add(false, "rules", "%s", p)
+		}
+	}
+}

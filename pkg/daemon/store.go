@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weft-cni/weft/pkg/etcdclient"
+	"github.com/weft-cni/weft/pkg/lease"
+	"github.com/weft-cni/weft/pkg/netconf"
+)
+
+// Store is the lease store the daemon works against; EtcdStore is the real
+// one, tests use an in-memory fake.
+type Store interface {
+	NetworkConfig(ctx context.Context) (*netconf.Config, error)
+	// List returns every lease and the revision to watch from.
+	List(ctx context.Context) ([]lease.Lease, int64, error)
+	// Acquire returns the node's lease, reusing or creating it (lease.Store.Acquire).
+	Acquire(ctx context.Context, cfg *netconf.Config, attrs lease.Attrs, opt lease.AcquireOptions) (*lease.Lease, error)
+	// Watch calls fn with changes after revision rev (lease.Store.Watch).
+	Watch(ctx context.Context, rev int64, fn func([]lease.Event)) error
+	// KeepAlive keeps the etcd lease id alive until ctx ends. The channel
+	// yields the new expiry after each renewal and is closed when ctx ends or
+	// the lease can no longer be kept (it expired, was revoked, or etcd did
+	// not answer for a whole TTL).
+	KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan time.Time, error)
+	// TakeOver rewrites, with a compare-and-set, the leased key of subnet to
+	// attrs when another public IP holds it (a node whose address changed,
+	// finding its subnet in its subnet file). It returns an error wrapping
+	// lease.ErrNotFound when there is nothing to take over: the key is free,
+	// a reservation, or already this node's. It returns the previous holder's
+	// public IP.
+	TakeOver(ctx context.Context, subnet netip.Prefix, attrs lease.Attrs) (netip.Addr, error)
+}
+
+// EtcdStore is the Store backed by etcd.
+type EtcdStore struct {
+	*lease.Store
+	cli *clientv3.Client
+}
+
+var _ Store = (*EtcdStore)(nil)
+
+// NewEtcdStore connects (lazily) to etcd as c says.
+func NewEtcdStore(c *Config, opts ...lease.Option) (*EtcdStore, error) {
+	cli, err := etcdclient.New(etcdclient.Config{
+		Endpoints: c.EtcdEndpoints, CAFile: c.EtcdCAFile, CertFile: c.EtcdCertFile, KeyFile: c.EtcdKeyFile,
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &EtcdStore{Store: lease.NewStore(cli, c.EtcdPrefix, opts...), cli: cli}, nil
+}
+
+// Close closes the etcd client.
+func (s *EtcdStore) Close() error { return s.cli.Close() }
+
+// KeepAlive implements Store with etcd's keep-alive stream: one etcd lease,
+// renewed in place every third of its TTL, with no write to the key (so
+// watchers see nothing).
+func (s *EtcdStore) KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan time.Time, error) {
+	ch, err := s.cli.KeepAlive(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("keeping etcd lease %x alive: %w", int64(id), err)
+	}
+	out := make(chan time.Time)
+	go func() {
+		defer close(out)
+		for resp := range ch {
+			exp := time.Now().Add(time.Duration(resp.TTL) * time.Second)
+			select {
+			case out <- exp:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// TakeOver implements Store.
+func (s *EtcdStore) TakeOver(ctx context.Context, subnet netip.Prefix, attrs lease.Attrs) (netip.Addr, error) {
+	held, err := s.Get(ctx, subnet)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	old := held.Attrs.PublicIP
+	if held.Reservation() || old == attrs.PublicIP {
+		return old, fmt.Errorf("taking over %s: %w", subnet, lease.ErrNotFound)
+	}
+	value, err := attrs.MarshalJSON()
+	if err != nil {
+		return old, err
+	}
+	key := lease.SubnetKey(s.Prefix(), subnet)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", held.ModRevision)).
+		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(held.EtcdLease))).
+		Commit()
+	if err != nil {
+		return old, fmt.Errorf("taking over %s from %s: %w", key, old, err)
+	}
+	if !resp.Succeeded {
+		return old, fmt.Errorf("taking over %s: %w", key, lease.ErrConflict)
+	}
+	return old, nil
+}
+
+// isNotFound reports whether err says a thing is absent rather than unreachable.
+func isNotFound(err error) bool { return errors.Is(err, lease.ErrNotFound) }
