@@ -59,7 +59,9 @@ build_bins() {
 		weft-ipam) pkg=./ipam/weft-ipam ;;
 		*) pkg=./cmd/$name ;;
 		esac
-		if command -v go >/dev/null; then
+		if [[ $name == cnitool ]] && command -v go >/dev/null; then
+			[[ -x $BIN/cnitool ]] || GOBIN=$BIN go install github.com/containernetworking/cni/cnitool@v1.3.0
+		elif command -v go >/dev/null; then
 			(cd "$ROOT" && go build -o "bin/$name" "$pkg")
 		elif [[ ! -x $BIN/$name ]]; then
 			echo "demo: bin/$name missing and no Go to build it" >&2
@@ -133,7 +135,7 @@ on_exit() {
 up() {
 	need_root
 	topo_init "$PREFIX"
-	build_bins weft-devetcd srcip
+	build_bins weft-devetcd srcip weft weft-ipam cnitool
 	topo_create
 	trap on_exit EXIT
 	trap 'exit 130' INT
@@ -167,20 +169,7 @@ up() {
 	check "outside sees node21 as $NODE21_ADDR" \
 		test "$(probe_srcip node21 "$OUTSIDE_ADDR:$OUTSIDE_PORT")" = "$NODE21_ADDR"
 
-	# --- CNI part (lead) ---
-	# Available here:
-	#   $ETCD_ENDPOINTS, $CLUSTER_NETWORK, $BIN, build_bins weft weft-ipam
-	#   mk_pod NODE NAME        -> prints the pod's netns path
-	#   node_dir NODE           -> a private dir per node (subnetFile, IPAM
-	#                              dataDir: the nodes share one filesystem)
-	#   in_ns NAME CMD...       (NAME: node21, node22-a, ...)
-	#   start_bg NAME TAG CMD...; log_of TAG   (e.g. `weft daemon` per node)
-	#   probe_ping FROM IP; probe_srcip FROM ADDR:PORT
-	#   check WHAT CMD...; section TITLE
-	#   outside server: $OUTSIDE_ADDR:$OUTSIDE_PORT (srcip serve)
-	# Pods, then: pod -> pod across nodes keeps the pod IP; pod -> outside is
-	# masqueraded to the node IP (probe_srcip <node>-<pod> $OUTSIDE_ADDR:$OUTSIDE_PORT).
-	# --- end of CNI part ---
+	cni_part
 
 	section "result"
 	if ((FAILED > 0)); then
@@ -188,6 +177,124 @@ up() {
 		return 1
 	fi
 	echo "all checks passed"
+}
+
+NODES=(node21 node22)
+PODS=(a b)
+declare -A POD_IP POD_NS
+
+etcdctl_() { in_ns etcd env ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ENDPOINTS" "$@"; }
+
+# write_conflist NODE: the conflist an operator drops into /etc/cni/net.d,
+# with per-node paths because the demo's nodes share one filesystem.
+write_conflist() {
+	local dir
+	dir=$(node_dir "$1")
+	mkdir -p "$dir/net.d"
+	cat >"$dir/net.d/10-weft.conflist" <<EOC
+{
+  "cniVersion": "1.1.0",
+  "name": "weft",
+  "plugins": [
+    {
+      "type": "weft",
+      "etcdEndpoints": ["$ETCD_ENDPOINTS"],
+      "iface": "eth0",
+      "subnetFile": "$dir/subnet.env",
+      "ipam": {"type": "weft-ipam", "dataDir": "$dir/ipam"}
+    }
+  ]
+}
+EOC
+}
+
+# start_daemon NODE: `weft daemon` with flanneld's flags, as supervisor would.
+start_daemon() {
+	local dir
+	dir=$(node_dir "$1")
+	start_bg "$1" "daemon-$1" "$BIN/weft" daemon --etcd-endpoints="$ETCD_ENDPOINTS" \
+		--iface=eth0 --subnet-file="$dir/subnet.env" --healthz-ip=127.0.0.1 --healthz-port=2401
+}
+
+cnitool_() {
+	local node=$1
+	shift
+	in_ns "$node" env CNI_PATH="$BIN" NETCONFPATH="$(node_dir "$node")/net.d" "$BIN/cnitool" "$@"
+}
+
+lease_of() { sed -n 's/^FLANNEL_SUBNET=//p' "$(node_dir "$1")/subnet.env" 2>/dev/null; }
+
+cni_part() {
+	section "network config in etcd"
+	etcdctl_ put /coreos.com/network/config "{\"Network\": \"$CLUSTER_NETWORK\", \"Backend\": {\"Type\": \"host-gw\"}}" >/dev/null
+	etcdctl_ get /coreos.com/network/config | sed 's/^/  /'
+
+	section "node agents (weft daemon)"
+	local node pod ns out
+	for node in "${NODES[@]}"; do
+		write_conflist "$node"
+		start_daemon "$node"
+	done
+	for node in "${NODES[@]}"; do
+		if wait_for 30 "$node's lease" test -s "$(node_dir "$node")/subnet.env"; then
+			printf '  %s holds %s (log: %s)\n' "$node" "$(lease_of "$node")" "$(log_of "daemon-$node")"
+		else
+			printf '  %s: no lease yet; see %s\n' "$node" "$(log_of "daemon-$node")"
+		fi
+	done
+
+	section "pods (cnitool add, as a runtime calls the plugin)"
+	for node in "${NODES[@]}"; do
+		for pod in "${PODS[@]}"; do
+			ns=$(mk_pod "$node" "$pod")
+			if ! out=$(cnitool_ "$node" add weft "$ns"); then
+				echo "  ADD $node-$pod failed: $out"
+				FAILED=$((FAILED + 1))
+				continue
+			fi
+			POD_NS[$node-$pod]=$ns
+			POD_IP[$node-$pod]=$(in_ns "$node-$pod" ip -4 -o addr show eth0 | awk '{split($4, a, "/"); print a[1]}')
+			printf '  %-10s %-15s on %s\n' "$node-$pod" "${POD_IP[$node-$pod]}" "$node"
+		done
+	done
+
+	section "leases in etcd (flannel's keys and values)"
+	etcdctl_ get --prefix /coreos.com/network/subnets/ | paste - - | sed 's/^/  /'
+
+	section "routes on each node (route -n)"
+	for node in "${NODES[@]}"; do
+		echo "  $node:"
+		in_ns "$node" ip route | sed 's/^/    /'
+	done
+
+	section "pod-to-pod ping matrix across nodes"
+	local from to
+	for from in "${!POD_IP[@]}"; do
+		for to in "${!POD_IP[@]}"; do
+			[[ ${from%-*} == "${to%-*}" ]] && continue
+			check "$from ${POD_IP[$from]} -> $to ${POD_IP[$to]}" probe_ping "$from" "${POD_IP[$to]}"
+		done
+	done
+
+	section "source IPs"
+	start_bg node22-a srcip-pod "$BIN/srcip" serve "${POD_IP[node22-a]}:$OUTSIDE_PORT"
+	wait_for 10 "the pod server" grep -q '^listening ' "$(log_of srcip-pod)"
+	local seen
+	seen=$(probe_srcip node21-a "${POD_IP[node22-a]}:$OUTSIDE_PORT" || true)
+	echo "  server in node22-a sees node21-a as: $seen"
+	check "pod to pod across nodes keeps the pod IP (${POD_IP[node21-a]})" test "$seen" = "${POD_IP[node21-a]}"
+	seen=$(probe_srcip node21-a "$OUTSIDE_ADDR:$OUTSIDE_PORT" || true)
+	echo "  outside host sees node21-a as: $seen"
+	check "pod to outside is masqueraded to the node IP ($NODE21_ADDR)" test "$seen" = "$NODE21_ADDR"
+
+	section "teardown of pods (cnitool del)"
+	for node in "${NODES[@]}"; do
+		for pod in "${PODS[@]}"; do
+			[[ -n ${POD_NS[$node-$pod]:-} ]] || continue
+			[[ $KEEP == 1 ]] && continue
+			check "DEL $node-$pod" cnitool_ "$node" del weft "${POD_NS[$node-$pod]}"
+		done
+	done
 }
 
 down() {
