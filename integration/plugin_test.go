@@ -256,3 +256,30 @@ func TestGC(t *testing.T) {
 		t.Errorf("the kept pod fails CHECK after GC: %v %s", err, out)
 	}
 }
+
+// TestSpecVersions: results come back in the version the runtime asked for.
+func TestSpecVersions(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+		n.writeConflist(t, map[string]any{"cniVersion": v, "name": "weft", "plugins": []any{map[string]any{
+			"type": "weft", "iface": "eth0", "etcdEndpoints": []string{c.endpoint},
+			"subnetFile": filepath.Join(n.dir, "subnet.env"), "ipam": map[string]any{"dataDir": filepath.Join(n.dir, "ipam")},
+		}}})
+		pod := c.tp.PodNS(t, "v"+strings.ReplaceAll(v, ".", ""))
+		out, err := n.cnitool(t, "add", pod)
+		if err != nil {
+			t.Fatalf("ADD with cniVersion %s: %v", v, err)
+		}
+		var res struct {
+			CNIVersion string `json:"cniVersion"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil || res.CNIVersion != v {
+			t.Errorf("cniVersion %s: result says %q (%v):\n%s", v, res.CNIVersion, err, out)
+		}
+		if ip := resultIP(t, out); !n.subnet(t).Contains(ip) {
+			t.Errorf("cniVersion %s: address %s outside %s", v, ip, n.subnet(t))
+		}
+		n.del(t, pod)
+	}
+}
