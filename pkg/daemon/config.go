@@ -112,7 +112,7 @@ func newFlagSet(name string, r *rawFlags) *flag.FlagSet {
 	fs.IntVar(&r.iptablesResync, "iptables-resync", int(DefaultIPTablesResync/time.Second), "seconds between checks (and repairs) of the iptables rules")
 	fs.IntVar(&r.routeResync, "route-resync", int(DefaultRouteResync/time.Second), "seconds between checks of the routes, bridge and subnet file against the known leases")
 	fs.IntVar(&r.renewMargin, "subnet-lease-renew-margin", int(DefaultRenewMargin/time.Minute),
-		"minutes before expiry at which an unrenewed lease is reported; keep-alive renews it long before")
+		"minutes before expiry at which an unrenewed lease is reported (a third of the TTL if that is shorter); keep-alive renews it long before")
 	fs.DurationVar(&r.relist, "relist-interval", DefaultRelist, "how often to list every lease again, besides watching")
 	fs.DurationVar(&r.leaseTTL, "subnet-lease-ttl", DefaultLeaseTTL, "TTL of the etcd lease the node's subnet key is bound to")
 	fs.StringVar(&r.logFormat, "log-format", "text", "log format: text or json")
@@ -181,6 +181,13 @@ func Usage(w io.Writer, name string) {
 	})
 }
 
+// problems collects validation errors, each wrapping ErrConfig.
+type problems []error
+
+func (p *problems) add(format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...))
+}
+
 func (r *rawFlags) config() (*Config, error) {
 	c := &Config{
 		EtcdPrefix: r.prefix, EtcdCAFile: r.ca, EtcdCertFile: r.cert, EtcdKeyFile: r.key,
@@ -190,76 +197,90 @@ func (r *rawFlags) config() (*Config, error) {
 		RenewMargin:    time.Duration(r.renewMargin) * time.Minute,
 		Relist:         r.relist, LeaseTTL: r.leaseTTL, LogFormat: r.logFormat,
 	}
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...))
+	var errs problems
+	r.node(c, &errs)
+	r.periods(c, &errs)
+	r.logging(c, &errs)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
+	return c, nil
+}
+
+// node checks etcd, the node's addresses, files and the health address.
+func (r *rawFlags) node(c *Config, errs *problems) {
 	for _, ep := range strings.Split(r.endpoints, ",") {
 		if ep = strings.TrimSpace(ep); ep != "" {
 			c.EtcdEndpoints = append(c.EtcdEndpoints, ep)
 		}
 	}
 	if len(c.EtcdEndpoints) == 0 {
-		bad("--etcd-endpoints is empty")
+		errs.add("--etcd-endpoints is empty")
 	}
 	if r.publicIP != "" {
 		ip, err := netip.ParseAddr(r.publicIP)
 		if err != nil || !ip.Is4() || !ip.IsGlobalUnicast() {
-			bad("--public-ip %q is not a unicast IPv4 address", r.publicIP)
+			errs.add("--public-ip %q is not a unicast IPv4 address", r.publicIP)
 		}
 		c.PublicIP = ip
 	}
 	for _, iface := range c.Ifaces {
 		if _, err := netip.ParseAddr(iface); err != nil && !validIfName(iface) {
-			bad("--iface %q is neither an interface name nor an IP address", iface)
+			errs.add("--iface %q is neither an interface name nor an IP address", iface)
 		}
 	}
 	if !validIfName(c.Bridge) {
-		bad("--bridge %q is not an interface name", c.Bridge)
+		errs.add("--bridge %q is not an interface name", c.Bridge)
 	}
 	if r.subnetFile == "" {
-		bad("--subnet-file is empty")
+		errs.add("--subnet-file is empty")
 	} else if abs, err := filepath.Abs(r.subnetFile); err != nil {
-		bad("--subnet-file %q: %v", r.subnetFile, err)
+		errs.add("--subnet-file %q: %v", r.subnetFile, err)
 	} else {
 		c.SubnetFile = abs // flanneld's users pass ./subnet.env
 	}
 	ip, err := netip.ParseAddr(r.healthzIP)
 	if err != nil {
-		bad("--healthz-ip %q is not an IP address", r.healthzIP)
+		errs.add("--healthz-ip %q is not an IP address", r.healthzIP)
 	}
 	c.HealthzIP = ip
 	if r.healthzPort < 0 || r.healthzPort > 65535 {
-		bad("--healthz-port %d out of range 0..65535", r.healthzPort)
+		errs.add("--healthz-port %d out of range 0..65535", r.healthzPort)
 	}
+}
+
+// periods checks the resync periods and the lease's TTL and margin.
+func (r *rawFlags) periods(c *Config, errs *problems) {
 	if r.iptablesResync < 1 || r.iptablesResync > 86400 {
-		bad("--iptables-resync %d out of range 1..86400 seconds", r.iptablesResync)
+		errs.add("--iptables-resync %d out of range 1..86400 seconds", r.iptablesResync)
 	}
 	if r.routeResync < 1 || r.routeResync > 86400 {
-		bad("--route-resync %d out of range 1..86400 seconds", r.routeResync)
+		errs.add("--route-resync %d out of range 1..86400 seconds", r.routeResync)
 	}
 	if c.Relist < time.Second {
-		bad("--relist-interval %s is shorter than a second", c.Relist)
+		errs.add("--relist-interval %s is shorter than a second", c.Relist)
 	}
 	if c.LeaseTTL < 10*time.Second || c.LeaseTTL%time.Second != 0 {
-		bad("--subnet-lease-ttl %s must be a whole number of seconds, at least 10s", c.LeaseTTL)
+		errs.add("--subnet-lease-ttl %s must be a whole number of seconds, at least 10s", c.LeaseTTL)
 	}
-	if c.RenewMargin <= 0 || c.RenewMargin >= c.LeaseTTL {
-		bad("--subnet-lease-renew-margin %d minutes must be positive and shorter than the lease TTL %s", r.renewMargin, c.LeaseTTL)
+	if r.renewMargin < 1 || r.renewMargin >= 24*60 {
+		errs.add("--subnet-lease-renew-margin %d out of range 1..1439 minutes", r.renewMargin)
 	}
+	if c.RenewMargin >= c.LeaseTTL {
+		c.RenewMargin = c.LeaseTTL / 3 // a short TTL, for tests: warn when a third is left
+	}
+}
+
+func (r *rawFlags) logging(c *Config, errs *problems) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
-		bad("--log-format %q: want text or json", c.LogFormat)
+		errs.add("--log-format %q: want text or json", c.LogFormat)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(r.logLevel)); err != nil {
-		bad("--log-level %q: want debug, info, warn or error", r.logLevel)
+		errs.add("--log-level %q: want debug, info, warn or error", r.logLevel)
 	}
 	if r.verbosity > 0 && c.LogLevel > slog.LevelDebug {
 		c.LogLevel = slog.LevelDebug
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return c, nil
 }
 
 func validIfName(name string) bool {

@@ -38,6 +38,35 @@ type Node interface {
 	MarkReady(file *subnetfile.File, now time.Time) error
 }
 
+// Locker takes the node lock, which the plugin holds while it changes the
+// bridge, routes or rules (hostnet.LockNode); the daemon holds it for each
+// change of its own, so that multi-step iptables repairs never interleave.
+type Locker func(ctx context.Context) (unlock func(), err error)
+
+// lockTimeout bounds a wait for the node lock; the change is retried at the
+// next resync.
+const lockTimeout = 30 * time.Second
+
+// withLock runs fn under the node lock; false when the lock could not be had.
+func withLock(ctx context.Context, lock Locker, log *slog.Logger, fn func()) bool {
+	if lock == nil {
+		fn()
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
+	defer cancel()
+	unlock, err := lock(ctx)
+	if err != nil {
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			log.Warn("node lock not available; retrying at the next resync", "error", err)
+		}
+		return false
+	}
+	defer unlock()
+	fn()
+	return true
+}
+
 // Deps are the daemon's seams to the outside world.
 type Deps struct {
 	Store  Store
@@ -46,6 +75,7 @@ type Deps struct {
 	Node   Node
 	// Identity finds the node's public IP and interface (ResolveIdentity).
 	Identity func() (nodelease.Identity, error)
+	Lock     Locker           // nil: no node lock (tests)
 	Clock    clockwork.Clock  // nil: the real clock
 	Metrics  *metrics.Metrics // nil: new metrics
 	Log      *slog.Logger     // nil: slog.Default()
@@ -59,13 +89,15 @@ type Daemon struct {
 	ipt      masq.IPTables
 	node     Node
 	identity func() (nodelease.Identity, error)
+	lock     Locker
 	clock    clockwork.Clock
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 
-	state    state
-	nodeKick chan struct{}
-	ruleKick chan struct{}
+	state     state
+	nodeKick  chan struct{} // re-check the node
+	leaseKick chan struct{} // a new lease: reconcile routes and re-check the node
+	ruleKick  chan struct{} // check the rules
 
 	// node loop bookkeeping, for logging transitions only
 	lastNodeErr, lastFileErr string
@@ -79,8 +111,8 @@ func New(cfg *Config, deps Deps) (*Daemon, error) {
 	}
 	d := &Daemon{
 		cfg: *cfg, store: deps.Store, routes: deps.Routes, ipt: deps.IPT, node: deps.Node,
-		identity: deps.Identity, clock: deps.Clock, metrics: deps.Metrics, log: deps.Log,
-		nodeKick: make(chan struct{}, 1), ruleKick: make(chan struct{}, 1),
+		identity: deps.Identity, lock: deps.Lock, clock: deps.Clock, metrics: deps.Metrics, log: deps.Log,
+		nodeKick: make(chan struct{}, 1), leaseKick: make(chan struct{}, 1), ruleKick: make(chan struct{}, 1),
 	}
 	if d.clock == nil {
 		d.clock = clockwork.NewRealClock()
@@ -122,9 +154,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	k := d.newKeeper(id)
 	s := &syncer{store: d.store, routes: loggedProgrammer{d.routes, d.log}, clock: d.clock, log: d.log,
-		metrics: d.metrics, state: &d.state, relist: d.cfg.Relist, lost: k.signalLost, synced: d.routesSynced}
+		metrics: d.metrics, state: &d.state, relist: d.cfg.Relist, lost: k.signalLost, synced: d.routesSynced, lock: d.lock}
 	r := &ruleKeeper{ipt: d.ipt, clock: d.clock, log: d.log, metrics: d.metrics, state: &d.state,
-		ipMasq: d.cfg.IPMasq, period: d.cfg.IPTablesResync, kick: d.ruleKick, checked: d.kickNode}
+		ipMasq: d.cfg.IPMasq, period: d.cfg.IPTablesResync, kick: d.ruleKick, checked: d.kickNode, lock: d.lock}
 	k.onLease = func(network *netconf.Config, own *lease.Lease) { d.onLease(network, own, id) }
 
 	var wg sync.WaitGroup
@@ -160,6 +192,7 @@ func (d *Daemon) newKeeper(id nodelease.Identity) *keeper {
 		onRenew: d.onRenew}
 	if prev, err := subnetfile.Read(d.cfg.SubnetFile); err == nil {
 		k.prefer, k.preferNetwork = prev.Lease(), prev.Network
+		d.state.setPrevNetwork(prev.Network) // rules are kept even while etcd is away
 		d.log.Info("subnet file found; asking for its subnet first", "subnet", k.prefer, "path", d.cfg.SubnetFile)
 	}
 	return k
@@ -180,7 +213,7 @@ func (d *Daemon) onLease(network *netconf.Config, own *lease.Lease, id nodelease
 	}
 	d.log.Info("holding subnet lease", attrs...)
 	kick(d.ruleKick)
-	kick(d.nodeKick)
+	kick(d.leaseKick)
 }
 
 func (d *Daemon) onRenew(expiry time.Time) {
@@ -190,8 +223,9 @@ func (d *Daemon) onRenew(expiry time.Time) {
 }
 
 func (d *Daemon) routesSynced() {
-	d.state.setRoutesSynced()
-	d.kickNode()
+	if d.state.setRoutesSynced() {
+		d.kickNode()
+	}
 }
 
 func (d *Daemon) kickNode() { kick(d.nodeKick) }
@@ -214,36 +248,39 @@ func (d *Daemon) runNode(ctx context.Context, s *syncer) {
 		case <-ctx.Done():
 			return
 		case <-t.Chan():
-			s.reconcile()
+			s.reconcile(ctx)
+		case <-d.leaseKick:
+			s.reconcile(ctx)
 		case <-d.nodeKick:
 		}
-		d.syncNode()
+		d.syncNode(ctx)
 	}
 }
 
-func (d *Daemon) syncNode() {
+func (d *Daemon) syncNode(ctx context.Context) {
 	snap := d.state.get()
 	if snap.own == nil {
 		d.updateReady(snap)
 		return
 	}
-	fileErr := subnetfile.Write(d.cfg.SubnetFile, snap.file)
-	d.state.setFileErr(fileErr)
-	d.lastFileErr = d.transition("subnet file", d.lastFileErr, fileErr, "path", d.cfg.SubnetFile)
-	var nodeErr error
-	if fileErr == nil {
-		nodeErr = d.node.Ensure(snap.file)
-	}
-	d.state.setNodeErr(nodeErr)
-	d.lastNodeErr = d.transition("node setup", d.lastNodeErr, nodeErr, "bridge", d.cfg.Bridge)
-	now := d.clock.Now()
-	if exp, soon := d.state.expiringSoon(now, d.cfg.RenewMargin); soon {
-		d.log.Warn("the subnet lease has not been renewed and expires soon; is etcd reachable?",
-			"subnet", snap.own.Subnet, "expires", exp.Format(time.RFC3339))
-	}
-	held, expiry := d.state.leaseStatus(now)
-	d.metrics.SetLease(held, expiry)
-	d.updateReady(snap)
+	withLock(ctx, d.lock, d.log, func() {
+		fileErr := subnetfile.Write(d.cfg.SubnetFile, snap.file)
+		d.state.setFileErr(fileErr)
+		d.lastFileErr = d.transition("subnet file", d.lastFileErr, fileErr, "path", d.cfg.SubnetFile)
+		if fileErr == nil { // the plugin must not find a bridge before the file
+			nodeErr := d.node.Ensure(snap.file)
+			d.state.setNodeErr(nodeErr)
+			d.lastNodeErr = d.transition("node setup", d.lastNodeErr, nodeErr, "bridge", d.cfg.Bridge)
+		}
+		now := d.clock.Now()
+		if exp, soon := d.state.expiringSoon(now, d.cfg.RenewMargin); soon {
+			d.log.Warn("the subnet lease has not been renewed and expires soon; is etcd reachable?",
+				"subnet", snap.own.Subnet, "expires", exp.Format(time.RFC3339))
+		}
+		held, expiry := d.state.leaseStatus(now)
+		d.metrics.SetLease(held, expiry)
+		d.updateReady(snap)
+	})
 }
 
 // updateReady publishes readiness and, when ready, marks the bridge.

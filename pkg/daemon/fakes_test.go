@@ -5,22 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/coreos/go-iptables/iptables"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weft-cni/weft/pkg/lease"
-	"github.com/weft-cni/weft/pkg/masq"
 	"github.com/weft-cni/weft/pkg/netconf"
-	"github.com/weft-cni/weft/pkg/route"
-	"github.com/weft-cni/weft/pkg/subnetfile"
 )
 
 var errDown = errors.New("etcd unreachable (fake)")
@@ -60,7 +53,8 @@ type fakeStore struct {
 	kas      map[clientv3.LeaseID]chan time.Time // open keep-alive streams
 	acquires int
 	lists    int
-	watchErr error // makes open and new watches fail once
+	watchErr error // makes an open or new watch fail, once
+	paused   bool  // watches deliver nothing, as when disconnected
 }
 
 var _ Store = (*fakeStore)(nil)
@@ -101,7 +95,7 @@ func (f *fakeStore) putLocked(subnet netip.Prefix, attrs lease.Attrs, id clientv
 	f.rev++
 	l := &lease.Lease{Subnet: subnet, Attrs: attrs, EtcdLease: id, ModRevision: f.rev}
 	if id != 0 {
-		l.Expiration = time.Now().Add(time.Hour)
+		l.Expiration = time.Now().Add(DefaultLeaseTTL)
 	}
 	f.keys[subnet] = l
 	f.log = append(f.log, lease.Event{Type: lease.Added, Lease: *l})
@@ -172,11 +166,19 @@ func (f *fakeStore) get(subnet netip.Prefix) (lease.Lease, bool) {
 	return *l, true
 }
 
-// compactAll compacts the log and breaks open watches with ErrCompacted.
+// pauseWatches makes watches deliver nothing until compactAll.
+func (f *fakeStore) pauseWatches() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.paused = true
+}
+
+// compactAll compacts the log: a watch from an older revision, and the
+// open watch, fail with ErrCompacted.
 func (f *fakeStore) compactAll() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.compact = f.rev
+	f.compact, f.paused = f.rev, false
 	f.watchErr = fmt.Errorf("fake: %w", lease.ErrCompacted)
 	f.notifyLocked()
 }
@@ -307,7 +309,7 @@ func (f *fakeStore) Watch(ctx context.Context, from int64, fn func([]lease.Event
 		}
 		var batch []lease.Event
 		for _, ev := range f.log {
-			if ev.Lease.ModRevision > next {
+			if ev.Lease.ModRevision > next && !f.paused {
 				batch = append(batch, ev)
 			}
 		}
@@ -323,232 +325,4 @@ func (f *fakeStore) Watch(ctx context.Context, from int64, fn func([]lease.Event
 		case <-changed:
 		}
 	}
-}
-
-// fakeRoutes is an in-memory route table.
-type fakeRoutes struct {
-	mu     sync.Mutex
-	routes map[netip.Prefix]route.Route
-}
-
-var _ route.Programmer = (*fakeRoutes)(nil)
-
-func newFakeRoutes(rs ...route.Route) *fakeRoutes {
-	f := &fakeRoutes{routes: map[netip.Prefix]route.Route{}}
-	for _, r := range rs {
-		f.routes[r.Dst] = r
-	}
-	return f
-}
-
-func (f *fakeRoutes) List(network netip.Prefix) ([]route.Route, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []route.Route
-	for _, r := range f.routes {
-		if network.Contains(r.Dst.Addr()) {
-			out = append(out, r)
-		}
-	}
-	return out, nil
-}
-
-func (f *fakeRoutes) Replace(r route.Route) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.routes[r.Dst] = r
-	return nil
-}
-
-func (f *fakeRoutes) Delete(r route.Route) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.routes, r.Dst)
-	return nil
-}
-
-// gateway returns the gateway of the route to dst, or the zero address.
-func (f *fakeRoutes) gateway(dst string) netip.Addr {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.routes[pfx(dst)].Gateway
-}
-
-func (f *fakeRoutes) has(dst string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	_, ok := f.routes[pfx(dst)]
-	return ok
-}
-
-// fakeIPT is an in-memory iptables holding rule specs in iptables -S form.
-type fakeIPT struct {
-	mu      sync.Mutex
-	chains  map[string][][]string // "table/chain" -> rules
-	failAll error
-}
-
-var _ masq.IPTables = (*fakeIPT)(nil)
-
-func newFakeIPT() *fakeIPT {
-	f := &fakeIPT{chains: map[string][][]string{}}
-	for _, c := range []string{"nat/PREROUTING", "nat/INPUT", "nat/OUTPUT", "nat/POSTROUTING", "filter/INPUT", "filter/FORWARD", "filter/OUTPUT"} {
-		f.chains[c] = nil
-	}
-	return f
-}
-
-func (f *fakeIPT) Proto() iptables.Protocol { return iptables.ProtocolIPv4 }
-func (f *fakeIPT) HasRandomFully() bool     { return true }
-
-func (f *fakeIPT) ChainExists(table, chain string) (bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.failAll != nil {
-		return false, f.failAll
-	}
-	_, ok := f.chains[table+"/"+chain]
-	return ok, nil
-}
-
-func (f *fakeIPT) NewChain(table, chain string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.chains[table+"/"+chain]; ok {
-		return fmt.Errorf("chain %s exists", chain)
-	}
-	f.chains[table+"/"+chain] = nil
-	return nil
-}
-
-func (f *fakeIPT) ClearAndDeleteChain(table, chain string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.chains, table+"/"+chain)
-	return nil
-}
-
-func (f *fakeIPT) List(table, chain string) ([]string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.failAll != nil {
-		return nil, f.failAll
-	}
-	rules, ok := f.chains[table+"/"+chain]
-	if !ok {
-		return nil, fmt.Errorf("no chain %s", chain)
-	}
-	out := []string{"-N " + chain}
-	for _, spec := range rules {
-		out = append(out, "-A "+chain+" "+renderSpec(spec))
-	}
-	return out, nil
-}
-
-func (f *fakeIPT) ListById(table, chain string, id int) (string, error) {
-	lines, err := f.List(table, chain)
-	if err != nil {
-		return "", err
-	}
-	if id >= len(lines) {
-		return "", nil
-	}
-	return lines[id], nil
-}
-
-func (f *fakeIPT) Insert(table, chain string, pos int, spec ...string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	key := table + "/" + chain
-	rules, ok := f.chains[key]
-	if !ok || pos < 1 || pos > len(rules)+1 {
-		return fmt.Errorf("bad insert at %d into %s", pos, key)
-	}
-	f.chains[key] = slices.Insert(rules, pos-1, slices.Clone(spec))
-	return nil
-}
-
-func (f *fakeIPT) Delete(table, chain string, spec ...string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	key := table + "/" + chain
-	i := slices.IndexFunc(f.chains[key], func(r []string) bool { return slices.Equal(r, spec) })
-	if i < 0 {
-		return fmt.Errorf("no such rule in %s", key)
-	}
-	f.chains[key] = slices.Delete(f.chains[key], i, i+1)
-	return nil
-}
-
-func (f *fakeIPT) DeleteById(table, chain string, id int) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	key := table + "/" + chain
-	if id < 1 || id > len(f.chains[key]) {
-		return fmt.Errorf("no rule %d in %s", id, key)
-	}
-	f.chains[key] = slices.Delete(f.chains[key], id-1, id)
-	return nil
-}
-
-// rules returns a copy of a chain's rules, rendered.
-func (f *fakeIPT) rules(table, chain string) []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, spec := range f.chains[table+"/"+chain] {
-		out = append(out, renderSpec(spec))
-	}
-	return out
-}
-
-func (f *fakeIPT) insertRaw(table, chain string, pos int, spec ...string) {
-	if err := f.Insert(table, chain, pos, spec...); err != nil {
-		panic(err)
-	}
-}
-
-func renderSpec(spec []string) string {
-	words := make([]string, len(spec))
-	for i, w := range spec {
-		if strings.ContainsAny(w, " \"") {
-			w = strconv.Quote(w)
-		}
-		words[i] = w
-	}
-	return strings.Join(words, " ")
-}
-
-// fakeNode records what the daemon asks of the host.
-type fakeNode struct {
-	mu        sync.Mutex
-	ensured   []netip.Prefix
-	marked    []netip.Prefix
-	fileAtMark []bool // whether the subnet file existed at each mark
-	path      string
-	err       error
-}
-
-var _ Node = (*fakeNode)(nil)
-
-func (n *fakeNode) Ensure(file *subnetfile.File) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.ensured = append(n.ensured, file.Lease())
-	return n.err
-}
-
-func (n *fakeNode) MarkReady(file *subnetfile.File, _ time.Time) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	_, err := os.Stat(n.path)
-	n.fileAtMark = append(n.fileAtMark, err == nil)
-	n.marked = append(n.marked, file.Lease())
-	return nil
-}
-
-func (n *fakeNode) marks() ([]netip.Prefix, []bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return slices.Clone(n.marked), slices.Clone(n.fileAtMark)
 }

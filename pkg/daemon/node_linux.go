@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -73,4 +75,11 @@ func ResolveIdentity(c *Config) (nodelease.Identity, error) {
 		return id, nil
 	}
 	return nodelease.Identity{}, fmt.Errorf("finding the node's interface: %w", errors.Join(errs...))
+}
+
+// NodeLock returns the Locker of the node lock beside the subnet file, the
+// one the plugin takes (hostnet.LockNode).
+func NodeLock(c *Config) Locker {
+	dir := filepath.Dir(c.SubnetFile)
+	return func(ctx context.Context) (func(), error) { return hostnet.LockNode(ctx, dir) }
 }

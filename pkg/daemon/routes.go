@@ -37,6 +37,8 @@ type syncer struct {
 	lost func()
 	// synced is called after each reconcile that ran against listed leases.
 	synced func()
+	// lock is the node lock the plugin also takes; nil for none.
+	lock Locker
 
 	mu       sync.Mutex
 	leases   map[netip.Prefix]lease.Lease
@@ -94,7 +96,7 @@ func (s *syncer) fullSync(ctx context.Context) (int64, error) {
 			s.lost()
 		}
 	}
-	s.reconcileLocked()
+	s.reconcileLocked(ctx)
 	s.metrics.FullSync(time.Since(start))
 	return rev, nil
 }
@@ -110,7 +112,7 @@ func (s *syncer) watch(ctx context.Context, rev int64) (string, error) {
 		cancel()
 	})
 	defer timer.Stop()
-	err := s.store.Watch(wctx, rev, s.apply)
+	err := s.store.Watch(wctx, rev, func(events []lease.Event) { s.apply(ctx, events) })
 	switch {
 	case periodic.Load():
 		return metrics.WatchPeriodic, nil
@@ -122,7 +124,7 @@ func (s *syncer) watch(ctx context.Context, rev int64) (string, error) {
 }
 
 // apply updates the known leases with a batch of events and reconciles.
-func (s *syncer) apply(events []lease.Event) {
+func (s *syncer) apply(ctx context.Context, events []lease.Event) {
 	own := s.state.get().own
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -144,25 +146,33 @@ func (s *syncer) apply(events []lease.Event) {
 			}
 		}
 	}
-	s.reconcileLocked()
+	s.reconcileLocked(ctx)
 }
 
 // reconcile checks the kernel's routes against the known leases, without
 // asking etcd: the periodic repair of routes someone else removed.
-func (s *syncer) reconcile() {
+func (s *syncer) reconcile(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reconcileLocked()
+	s.reconcileLocked(ctx)
 }
 
-func (s *syncer) reconcileLocked() {
+func (s *syncer) reconcileLocked(ctx context.Context) {
 	snap := s.state.get()
 	if !s.listed || snap.own == nil {
 		return
 	}
 	peers := s.peersLocked(snap.own)
 	desired := route.HostGW(peers, snap.own.Subnet)
-	res, err := route.Reconcile(s.routes, snap.network.Network, snap.own.Subnet, desired, true)
+	var (
+		res route.Result
+		err error
+	)
+	if !withLock(ctx, s.lock, s.log, func() {
+		res, err = route.Reconcile(s.routes, snap.network.Network, snap.own.Subnet, desired, true)
+	}) {
+		return
+	}
 	s.metrics.SetPeers(len(peers))
 	s.metrics.RouteChanges(res.Upserted, res.Removed)
 	s.metrics.SetRoutes(max(0, len(desired)-failures(err)))

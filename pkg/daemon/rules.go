@@ -23,18 +23,20 @@ type ruleKeeper struct {
 	ipMasq  bool
 	period  time.Duration
 	kick    chan struct{}
-	// checked is called after each check.
+	lock    Locker // the node lock; nil for none
+	// checked is called when a check's outcome differs from the last one's.
 	checked func()
 
 	installed bool // the rules were in place once: later changes are repairs
 	lastErr   string
+	lastOK    *bool
 }
 
 func (r *ruleKeeper) run(ctx context.Context) {
 	t := r.clock.NewTicker(r.period)
 	defer t.Stop()
 	for {
-		r.check()
+		r.check(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -45,12 +47,20 @@ func (r *ruleKeeper) run(ctx context.Context) {
 }
 
 // check runs one check and repair, once the network is known.
-func (r *ruleKeeper) check() {
-	network := r.state.get().network
-	if network == nil {
+func (r *ruleKeeper) check(ctx context.Context) {
+	network := r.state.clusterNetwork()
+	if !network.IsValid() {
 		return
 	}
-	rep, err := masq.Ensure(r.ipt, masq.Rules{Network: network.Network, IPMasq: r.ipMasq})
+	var (
+		rep masq.Report
+		err error
+	)
+	if !withLock(ctx, r.lock, r.log, func() {
+		rep, err = masq.Ensure(r.ipt, masq.Rules{Network: network, IPMasq: r.ipMasq})
+	}) {
+		return
+	}
 	for _, change := range rep.Repairs {
 		if r.installed {
 			r.log.Warn("repaired iptables rules", "change", change)
@@ -71,5 +81,8 @@ func (r *ruleKeeper) check() {
 		r.installed, r.lastErr = true, ""
 	}
 	r.state.setRules(err)
-	r.checked()
+	if ok := err == nil; r.lastOK == nil || *r.lastOK != ok {
+		r.lastOK = &ok
+		r.checked()
+	}
 }

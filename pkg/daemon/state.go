@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -15,12 +16,17 @@ import (
 type state struct {
 	mu      sync.Mutex
 	network *netconf.Config
-	own     *lease.Lease // nil until the first lease
-	expiry  time.Time    // zero for a reservation
-	file    *subnetfile.File
+	// prevNetwork is the cluster network of the subnet file found at start,
+	// so that rules are repaired even before etcd answers.
+	prevNetwork netip.Prefix
+	own         *lease.Lease // nil until the first lease
+	expiry      time.Time    // zero for a reservation
+	file        *subnetfile.File
 
 	fileErr      error // writing the subnet file
+	fileWritten  bool  // the subnet file holds the current lease
 	nodeErr      error // bridge and forwarding
+	nodeSetUp    bool  // the bridge holds the current lease's gateway
 	rulesErr     error // nil once rules were checked and are in place
 	rulesChecked bool
 	routesSynced bool // a full list and reconcile has succeeded
@@ -41,6 +47,24 @@ func (s *state) get() snapshot {
 	return snapshot{network: s.network, own: s.own, expiry: s.expiry, file: s.file}
 }
 
+// setPrevNetwork records the network of the subnet file found at start.
+func (s *state) setPrevNetwork(p netip.Prefix) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.prevNetwork = p
+}
+
+// clusterNetwork is the network the rules are for: etcd's once a lease is
+// held, else the one of the subnet file found at start; invalid if neither.
+func (s *state) clusterNetwork() netip.Prefix {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.network != nil {
+		return s.network.Network
+	}
+	return s.prevNetwork
+}
+
 // setLease records a newly acquired lease and the subnet file it implies.
 func (s *state) setLease(network *netconf.Config, own *lease.Lease, file *subnetfile.File) {
 	s.mu.Lock()
@@ -53,6 +77,7 @@ func (s *state) setLease(network *netconf.Config, own *lease.Lease, file *subnet
 		s.expiry = time.Time{}
 	}
 	s.warnedExpiry = false
+	s.fileWritten, s.nodeSetUp, s.routesSynced = false, false, false
 }
 
 func (s *state) setExpiry(t time.Time) {
@@ -65,13 +90,13 @@ func (s *state) setExpiry(t time.Time) {
 func (s *state) setFileErr(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.fileErr = err
+	s.fileErr, s.fileWritten = err, err == nil
 }
 
 func (s *state) setNodeErr(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.nodeErr = err
+	s.nodeErr, s.nodeSetUp = err, err == nil
 }
 
 func (s *state) setRules(err error) {
@@ -80,10 +105,14 @@ func (s *state) setRules(err error) {
 	s.rulesErr, s.rulesChecked = err, true
 }
 
-func (s *state) setRoutesSynced() {
+// setRoutesSynced records a reconcile against listed leases for the current
+// lease; it reports whether that is news.
+func (s *state) setRoutesSynced() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	news := !s.routesSynced
 	s.routesSynced = true
+	return news
 }
 
 // held reports whether the lease is held at now: acquired and, unless a
@@ -112,13 +141,16 @@ func (s *state) readiness(now time.Time) (bool, []string) {
 		why = append(why, fmt.Sprintf("subnet lease %s expired at %s", s.own.Subnet, s.expiry.Format(time.RFC3339)))
 	}
 	switch {
-	case s.file == nil:
-		why = append(why, "subnet file not written yet")
 	case s.fileErr != nil:
 		why = append(why, "subnet file: "+s.fileErr.Error())
+	case !s.fileWritten:
+		why = append(why, "subnet file not written yet")
 	}
-	if s.nodeErr != nil {
+	switch {
+	case s.nodeErr != nil:
 		why = append(why, "node setup: "+s.nodeErr.Error())
+	case !s.nodeSetUp:
+		why = append(why, "bridge not set up yet")
 	}
 	switch {
 	case !s.rulesChecked:

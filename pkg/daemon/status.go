@@ -70,7 +70,7 @@ func (r *Report) WriteTo(w io.Writer) (int64, error) {
 			mark = "FAIL"
 			problems++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", mark, c.Name, c.Detail)
+		fmt.Fprintf(tw, "%-4s  %s\t%s\n", mark, c.Name, c.Detail)
 	}
 	tw.Flush()
 	if problems == 0 {

@@ -15,6 +15,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // DefaultDialTimeout bounds how long a client waits for etcd to answer.
@@ -27,6 +29,12 @@ type Config struct {
 	CertFile  string
 	KeyFile   string
 }
+
+// MaxReconnectDelay caps gRPC's wait between attempts to reconnect to an
+// etcd that went away (its default grows to 2 minutes), so that a long-lived
+// client (the daemon's watch and keep-alive) resumes within seconds of etcd
+// coming back.
+const MaxReconnectDelay = 5 * time.Second
 
 // ErrNoEndpoints is returned when no etcd endpoint is configured.
 var ErrNoEndpoints = errors.New("no etcd endpoints configured")
@@ -46,6 +54,10 @@ func New(cfg Config, log *slog.Logger) (*clientv3.Client, error) {
 		DialTimeout: DefaultDialTimeout,
 		TLS:         tlsConfig,
 		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: MaxReconnectDelay},
+			MinConnectTimeout: MaxReconnectDelay,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to etcd %s: %w", strings.Join(cfg.Endpoints, ","), err)

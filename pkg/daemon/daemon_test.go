@@ -1,0 +1,279 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/weft-cni/weft/pkg/nodelease"
+	"github.com/weft-cni/weft/pkg/route"
+	"github.com/weft-cni/weft/pkg/subnetfile"
+)
+
+type daemonRig struct {
+	d      *Daemon
+	cfg    *Config
+	store  *fakeStore
+	kernel *fakeRoutes
+	ipt    *fakeIPT
+	node   *fakeNode
+	clock  *clockwork.FakeClock
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newDaemonRig(t *testing.T, args ...string) *daemonRig {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "subnet.env")
+	cfg, err := ParseFlags("weft daemon", append([]string{"--subnet-file=" + path}, args...), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &daemonRig{cfg: cfg, store: newFakeStore(t, "172.7.0.0/16"), ipt: newFakeIPT(),
+		kernel: newFakeRoutes(via("172.7.40.0/24", "10.4.7.40")), // stale, from before a restart
+		node:   &fakeNode{path: path}, clock: clockwork.NewFakeClock()}
+	r.d, err = New(cfg, Deps{Store: r.store, Routes: r.kernel, IPT: r.ipt, Node: r.node, Clock: r.clock, Log: discard,
+		Identity: func() (nodelease.Identity, error) {
+			return nodelease.Identity{PublicIP: ip(selfIP), Iface: "eth0", MTU: 1500}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *daemonRig) start(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan error, 1)
+	go func() { r.done <- r.d.Run(ctx) }()
+	t.Cleanup(r.stop)
+}
+
+// stop cancels Run, as a signal does, and returns its error.
+func (r *daemonRig) stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	if err := <-r.done; err != nil {
+		panic("Run returned " + err.Error())
+	}
+}
+
+func (r *daemonRig) get(path string) (int, string) {
+	rec := httptest.NewRecorder()
+	r.d.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec.Code, rec.Body.String()
+}
+
+func (r *daemonRig) advance() { r.clock.Advance(maxBackoff * 2) }
+
+func noEnv(string) (string, bool) { return "", false }
+
+func TestDaemonLifecycle(t *testing.T) {
+	r := newDaemonRig(t)
+	r.store.put(pfx("172.7.22.0/24"), "10.4.7.22", 2)
+	r.store.setDown(true)
+	r.start(t)
+
+	if code, body := r.get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d %q while etcd is down, want 200", code, body)
+	}
+	eventually(t, "a failed acquisition", func() bool {
+		return metricValue(t, r.d.metrics.Registry(), "weft_reconcile_errors_total", "kind", "lease") > 0
+	}, nil)
+	if code, body := r.get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "no subnet lease") {
+		t.Errorf("/readyz before the lease = %d %q, want 503 naming the lease", code, body)
+	}
+	if _, err := os.Stat(r.cfg.SubnetFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("subnet file exists before the lease: %v", err)
+	}
+
+	r.store.setDown(false)
+	eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+
+	file, err := subnetfile.Read(r.cfg.SubnetFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, ok := r.store.get(file.Lease())
+	if !ok || own.Attrs.PublicIP != ip(selfIP) || own.Reservation() {
+		t.Fatalf("subnet file names %v, etcd holds %+v", file.Lease(), own)
+	}
+	if file.MTU != 1500 || !file.IPMasq || file.Network != pfx("172.7.0.0/16") {
+		t.Errorf("subnet file = %+v", file)
+	}
+	marks, fileAtMark := r.node.marks()
+	if len(marks) == 0 || marks[0] != file.Lease() || slices.Contains(fileAtMark, false) {
+		t.Errorf("bridge marked ready for %v, with the subnet file present each time: %v", marks, fileAtMark)
+	}
+	eventually(t, "routes", func() bool {
+		return slices.Equal(r.kernelRoutes(), []route.Route{via("172.7.22.0/24", "10.4.7.22")})
+	}, nil)
+	if post := r.ipt.rules("nat", "POSTROUTING"); len(post) == 0 || post[0] != weftJump {
+		t.Errorf("POSTROUTING = %q", post)
+	}
+	code, body := r.get("/metrics")
+	for _, name := range []string{"weft_lease_expiry_timestamp_seconds", "weft_peers 1", "weft_routes_programmed 1",
+		"weft_reconcile_errors_total", "weft_watch_restarts_total", "weft_rule_repairs_total", "weft_ready 1"} {
+		if code != http.StatusOK || !strings.Contains(body, name) {
+			t.Errorf("/metrics lacks %q (status %d)", name, code)
+		}
+	}
+
+	// A node joins while the daemon runs; then the daemon stops as on SIGTERM.
+	r.store.put(pfx("172.7.23.0/24"), "10.4.7.23", 3)
+	eventually(t, "route to the joining node", func() bool { return r.kernel.has("172.7.23.0/24") }, nil)
+	r.stop()
+	if got := r.kernelRoutes(); len(got) != 2 {
+		t.Errorf("routes after stop = %v, want both left in place", got)
+	}
+	if post := r.ipt.rules("nat", "POSTROUTING"); len(post) == 0 {
+		t.Error("rules removed on stop")
+	}
+	if _, ok := r.store.get(file.Lease()); !ok {
+		t.Error("lease released on stop")
+	}
+}
+
+func (r *daemonRig) kernelRoutes() []route.Route {
+	out, _ := r.kernel.List(pfx("172.7.0.0/16"))
+	slices.SortFunc(out, func(a, b route.Route) int { return a.Dst.Addr().Compare(b.Dst.Addr()) })
+	return out
+}
+
+func TestDaemonChangesNodeUnderLock(t *testing.T) {
+	r := newDaemonRig(t)
+	probe := newLockProbe()
+	r.kernel.probe, r.ipt.probe, r.node.probe = probe, probe, probe
+	r.d.lock = probe.lock
+	unlock, _ := probe.lock(context.Background()) // a plugin ADD holds the lock
+	r.store.put(pfx("172.7.22.0/24"), "10.4.7.22", 2)
+	r.start(t)
+	eventually(t, "the lease", func() bool { return r.d.state.get().own != nil }, nil)
+	if ok, _ := r.d.Ready(); ok {
+		t.Error("ready while the node lock is held elsewhere")
+	}
+	unlock()
+	eventually(t, "ready", func() bool { ok, _ := r.d.Ready(); return ok }, r.advance)
+	takes, violations := probe.report()
+	if takes < 4 || len(violations) > 0 {
+		t.Errorf("lock taken %d times; changes made without it: %q", takes, violations)
+	}
+}
+
+func TestDaemonKeepsSubnetAcrossRestart(t *testing.T) {
+	r := newDaemonRig(t)
+	r.start(t)
+	eventually(t, "ready", func() bool { ok, _ := r.d.Ready(); return ok }, nil)
+	before, err := subnetfile.Read(r.cfg.SubnetFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+	// The lease expires while the daemon is down; it comes back to the file's subnet.
+	own, _ := r.store.get(before.Lease())
+	r.store.expire(own.EtcdLease)
+	again, err := New(r.cfg, Deps{Store: r.store, Routes: r.kernel, IPT: r.ipt, Node: r.node, Clock: r.clock, Log: discard,
+		Identity: r.d.identity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.d = again
+	r.start(t)
+	eventually(t, "ready again", func() bool { ok, _ := r.d.Ready(); return ok }, nil)
+	after, err := subnetfile.Read(r.cfg.SubnetFile)
+	if err != nil || after.Lease() != before.Lease() {
+		t.Errorf("subnet after restart = %v (%v), want %v", after, err, before.Lease())
+	}
+}
+
+func TestDaemonRepairsRulesWhileEtcdAway(t *testing.T) {
+	r := newDaemonRig(t)
+	if err := subnetfile.Write(r.cfg.SubnetFile, subnetfile.ForLease(pfx("172.7.0.0/16"), pfx("172.7.21.0/24"), 1500, true)); err != nil {
+		t.Fatal(err)
+	}
+	r.store.setDown(true)
+	r.ipt.insertRaw("nat", "POSTROUTING", 1, dockerMasq...)
+	r.start(t)
+	eventually(t, "rules from the subnet file's network", func() bool {
+		post := r.ipt.rules("nat", "POSTROUTING")
+		return len(post) == 2 && post[0] == weftJump
+	}, nil)
+	if ok, why := r.d.Ready(); ok || !strings.Contains(strings.Join(why, ";"), "no subnet lease") {
+		t.Errorf("ready = %v %q with etcd away", ok, why)
+	}
+}
+
+func TestDaemonServesHealth(t *testing.T) {
+	port := freePort(t)
+	r := newDaemonRig(t, "--healthz-ip=127.0.0.1", "--healthz-port="+strconv.Itoa(port))
+	r.start(t)
+	url := "http://127.0.0.1:" + strconv.Itoa(port)
+	var code int
+	eventually(t, "/readyz 200 over HTTP", func() bool {
+		resp, err := http.Get(url + "/readyz")
+		if err != nil {
+			return false
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		code = resp.StatusCode
+		return code == http.StatusOK
+	}, nil)
+}
+
+func TestDaemonHealthPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	r := newDaemonRig(t, "--healthz-ip=127.0.0.1", "--healthz-port="+strconv.Itoa(port))
+	err = r.d.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "serving health checks") {
+		t.Errorf("Run = %v, want a bind error", err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestDaemonIdentityRetried(t *testing.T) {
+	r := newDaemonRig(t)
+	var mu sync.Mutex
+	calls := 0
+	r.d.identity = func() (nodelease.Identity, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls < 3 {
+			return nodelease.Identity{}, errors.New("iface eth0: no such link (fake)")
+		}
+		return nodelease.Identity{PublicIP: ip(selfIP), Iface: "eth0", MTU: 1500}, nil
+	}
+	r.start(t)
+	eventually(t, "ready after the interface appears", func() bool { ok, _ := r.d.Ready(); return ok }, r.advance)
+}

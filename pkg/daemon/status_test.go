@@ -1,0 +1,134 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-cni/weft/pkg/masq"
+	"github.com/weft-cni/weft/pkg/nodelease"
+	"github.com/weft-cni/weft/pkg/subnetfile"
+)
+
+type statusRig struct {
+	cfg    *Config
+	store  *fakeStore
+	kernel *fakeRoutes
+	ipt    *fakeIPT
+	deps   StatusDeps
+}
+
+// newStatusRig is node 21 with everything in place: its lease, the subnet
+// file, a route to node 22 and the rules.
+func newStatusRig(t *testing.T) *statusRig {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "subnet.env")
+	cfg, err := ParseFlags("weft status", []string{"--subnet-file=" + path}, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &statusRig{cfg: cfg, store: newFakeStore(t, "172.7.0.0/16"), ipt: newFakeIPT(),
+		kernel: newFakeRoutes(bridgeRoute, via("172.7.22.0/24", "10.4.7.22"))}
+	r.store.put(pfx("172.7.21.0/24"), selfIP, 1)
+	r.store.put(pfx("172.7.22.0/24"), "10.4.7.22", 2)
+	if err := subnetfile.Write(path, subnetfile.ForLease(pfx("172.7.0.0/16"), pfx("172.7.21.0/24"), 1500, true)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := masq.Ensure(r.ipt, masq.Rules{Network: pfx("172.7.0.0/16"), IPMasq: true}); err != nil {
+		t.Fatal(err)
+	}
+	r.deps = StatusDeps{Store: r.store, Routes: r.kernel, IPT: r.ipt, Now: time.Now(),
+		Identity: func() (nodelease.Identity, error) {
+			return nodelease.Identity{PublicIP: ip(selfIP), Iface: "eth0", MTU: 1500}, nil
+		}}
+	return r
+}
+
+func (r *statusRig) report(t *testing.T) (*Report, string) {
+	t.Helper()
+	rep := Status(context.Background(), r.cfg, r.deps)
+	var b strings.Builder
+	if _, err := rep.WriteTo(&b); err != nil {
+		t.Fatal(err)
+	}
+	return rep, b.String()
+}
+
+func TestStatus(t *testing.T) {
+	tests := []struct {
+		name  string
+		harm  func(*statusRig)
+		ok    bool
+		wants []string
+	}{
+		{name: "all well", ok: true, harm: func(*statusRig) {},
+			wants: []string{"ok    subnet file", "172.7.21.1/24", "172.7.21.0/24 for 10.4.7.21: expires",
+				"172.7.22.0/24 via 10.4.7.22: route present", "iptables rules in place", "status: ok"}},
+		{name: "route missing",
+			harm:  func(r *statusRig) { r.kernel.Delete(via("172.7.22.0/24", "10.4.7.22")) },
+			wants: []string{"FAIL  peer", "172.7.22.0/24 via 10.4.7.22: route missing or wrong (none)", "status: 1 problem(s)"}},
+		{name: "route to the wrong node",
+			harm:  func(r *statusRig) { r.kernel.Replace(via("172.7.22.0/24", "10.4.7.99")) },
+			wants: []string{"route missing or wrong (have 172.7.22.0/24 via 10.4.7.99)"}},
+		{name: "stale route",
+			harm:  func(r *statusRig) { r.kernel.Replace(via("172.7.40.0/24", "10.4.7.40")) },
+			wants: []string{"FAIL  stale route", "172.7.40.0/24 via 10.4.7.40: no lease holds this subnet"}},
+		{name: "docker's rule above ours",
+			harm:  func(r *statusRig) { r.ipt.insertRaw("nat", "POSTROUTING", 1, dockerMasq...) },
+			wants: []string{"FAIL  rules", "jump to WEFT-POSTRTG is not first in nat POSTROUTING"}},
+		{name: "no lease",
+			harm:  func(r *statusRig) { r.store.del(pfx("172.7.21.0/24")) },
+			wants: []string{"FAIL  lease", "no lease in etcd for 10.4.7.21"}},
+		{name: "lease not renewed",
+			harm:  func(r *statusRig) { r.deps.Now = time.Now().Add(DefaultLeaseTTL - 59*time.Minute) },
+			wants: []string{"FAIL  lease", "not being renewed"}},
+		{name: "subnet file disagrees",
+			harm: func(r *statusRig) {
+				_ = subnetfile.Write(r.cfg.SubnetFile, subnetfile.ForLease(pfx("172.7.0.0/16"), pfx("172.7.30.0/24"), 1500, true))
+			},
+			wants: []string{"holds 172.7.30.0/24 but etcd leases 172.7.21.0/24"}},
+		{name: "etcd down: file, routes and rules still checked",
+			harm:  func(r *statusRig) { r.store.setDown(true) },
+			wants: []string{"FAIL  etcd", "ok    subnet file", "172.7.22.0/24 via 10.4.7.22 (peers not checked", "iptables rules in place"}},
+		{name: "daemon not ready",
+			harm: func(r *statusRig) {
+				r.deps.Readyz = func(context.Context) (bool, string, error) { return false, "503 not ready: no subnet lease yet", nil }
+			},
+			wants: []string{"FAIL  daemon", "503 not ready"}},
+		{name: "daemon unreachable",
+			harm: func(r *statusRig) {
+				r.deps.Readyz = func(context.Context) (bool, string, error) { return false, "", errors.New("connection refused") }
+			},
+			wants: []string{"FAIL  daemon", "connection refused"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newStatusRig(t)
+			tt.harm(r)
+			rep, out := r.report(t)
+			if rep.OK() != tt.ok {
+				t.Errorf("OK() = %v, want %v\n%s", rep.OK(), tt.ok, out)
+			}
+			for _, want := range tt.wants {
+				if !strings.Contains(out, want) {
+					t.Errorf("report lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+func TestStatusReservation(t *testing.T) {
+	r := newStatusRig(t)
+	r.store.del(pfx("172.7.21.0/24"))
+	r.store.put(pfx("172.7.21.0/24"), selfIP, 0)
+	rep, out := r.report(t)
+	if !rep.OK() || !strings.Contains(out, "permanent reservation") {
+		t.Errorf("reservation report:\n%s", out)
+	}
+}
+
+var _ StatusStore = (*fakeStore)(nil)
