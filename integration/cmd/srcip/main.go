@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -40,7 +41,7 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = "usage: srcip serve ADDR | dial [-t DUR] ADDR | connect [-t DUR] ADDR | ping [-t DUR] IP"
+const usage = "usage: srcip serve ADDR | dial [-t DUR] ADDR | connect [-t DUR] ADDR | ping [-t DUR] IP | http [-t DUR] URL"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -76,6 +77,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = connect(ctx, target, *timeout)
 	case "ping":
 		err = ping(ctx, target, *timeout)
+	case "http":
+		var code int
+		if code, err = httpGet(ctx, target, *timeout); err == nil {
+			fmt.Fprintln(stdout, code)
+		}
 	default:
 		fmt.Fprintln(stderr, usage)
 		return 2
@@ -225,4 +231,21 @@ func checksum(b []byte) uint16 {
 		s = s&0xffff + s>>16
 	}
 	return ^uint16(s)
+}
+
+// httpGet fetches url and returns the status code (the body is discarded).
+func httpGet(ctx context.Context, url string, timeout time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
 }

@@ -1,0 +1,207 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var node23Addr = netip.MustParsePrefix("10.4.7.23/24")
+
+// startDaemon runs `weft daemon` in the node with flanneld's flags and fast
+// resync periods.
+func (n *node) startDaemon(t *testing.T, extra ...string) *Proc {
+	t.Helper()
+	args := append([]string{Bin(t, "weft"), "daemon", "--etcd-endpoints=" + n.c.endpoint, "--iface=eth0",
+		"--subnet-file=" + filepath.Join(n.dir, "subnet.env"), "--healthz-ip=127.0.0.1", "--healthz-port=2401",
+		"--iptables-resync=1", "--route-resync=1"}, extra...)
+	return n.Start(t, args...)
+}
+
+// health is the HTTP status of the daemon's endpoint (0 when unreachable).
+func (n *node) health(t testing.TB, path string) int {
+	out, err := n.Try(mustSrcIP(t), "http", "-t", "1s", "http://127.0.0.1:2401"+path)
+	if err != nil {
+		return 0
+	}
+	var code int
+	fmt.Sscan(out, &code)
+	return code
+}
+
+func (n *node) waitReady(t *testing.T) {
+	t.Helper()
+	WaitFor(t, 20*time.Second, n.Name+" /readyz 200", func() (bool, error) { return n.health(t, "/readyz") == 200, nil })
+}
+
+// routeVia waits until the node has (or, want false, lacks) a route to
+// subnet via gw.
+func (n *node) waitRoute(t *testing.T, subnet netip.Prefix, gw netip.Addr, want bool) {
+	t.Helper()
+	line := fmt.Sprintf("%s via %s dev eth0", subnet, gw)
+	WaitFor(t, 15*time.Second, fmt.Sprintf("%s: route %q present=%v", n.Name, line, want), func() (bool, error) {
+		return strings.Contains(Routes(t, n.Host), line) == want, nil
+	})
+}
+
+func (n *node) stopDaemon(t *testing.T, p *Proc) {
+	t.Helper()
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s: daemon did not stop on SIGTERM", n.Name)
+	}
+}
+
+// TestDaemonFollowsNodes: routes follow nodes joining, leaving and moving,
+// with no pod added anywhere.
+func TestDaemonFollowsNodes(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n21, n22 := c.node(t, "node21", node21Addr, nil), c.node(t, "node22", node22Addr, nil)
+	d21, d22 := n21.startDaemon(t), n22.startDaemon(t)
+	n21.waitReady(t)
+	n22.waitReady(t)
+	_ = d21
+	s21, s22 := n21.subnet(t), n22.subnet(t)
+	n21.waitRoute(t, s22, n22.IP(), true)
+	n22.waitRoute(t, s21, n21.IP(), true)
+
+	t.Run("node23 joins", func(t *testing.T) {
+		n23 := c.node(t, "node23", node23Addr, nil)
+		n23.startDaemon(t)
+		n23.waitReady(t)
+		s23 := n23.subnet(t)
+		n21.waitRoute(t, s23, n23.IP(), true)
+		n22.waitRoute(t, s23, n23.IP(), true)
+		n23.waitRoute(t, s21, n21.IP(), true)
+		n23.waitRoute(t, s22, n22.IP(), true)
+	})
+	t.Run("node22 changes its public IP", func(t *testing.T) {
+		n22.stopDaemon(t, d22)
+		n22.Run(t, "ip", "addr", "del", "10.4.7.22/24", "dev", "eth0")
+		n22.Run(t, "ip", "addr", "add", "10.4.7.32/24", "dev", "eth0")
+		d22 = n22.startDaemon(t)
+		n22.waitReady(t)
+		if got := n22.subnet(t); got != s22 {
+			t.Fatalf("node22 moved from %s to %s when its IP changed", s22, got)
+		}
+		n21.waitRoute(t, s22, netip.MustParseAddr("10.4.7.32"), true)
+		n21.waitRoute(t, s22, n22.IP(), false)
+	})
+	t.Run("node22's lease deleted", func(t *testing.T) {
+		n22.stopDaemon(t, d22) // a running daemon would take its subnet straight back
+		c.etcdctl(t, "del", "/coreos.com/network/subnets/"+strings.ReplaceAll(s22.String(), "/", "-"))
+		n21.waitRoute(t, s22, netip.MustParseAddr("10.4.7.32"), false)
+	})
+}
+
+// TestDaemonRepairsRules: docker's MASQUERADE inserted on top is undone
+// within the resync period and pod source IPs are preserved again.
+func TestDaemonRepairsRules(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n21, n22 := c.node(t, "node21", node21Addr, nil), c.node(t, "node22", node22Addr, nil)
+	n21.startDaemon(t)
+	n22.startDaemon(t)
+	n21.waitReady(t)
+	n22.waitReady(t)
+	client, server := c.tp.PodNS(t, "client"), c.tp.PodNS(t, "server")
+	clientIP, serverIP := n21.add(t, client), n22.add(t, server)
+	n21.waitRoute(t, n22.subnet(t), n22.IP(), true)
+	n21.Run(t, "iptables", "-t", "nat", "-I", "POSTROUTING", "1", "-s", n21.subnet(t).String(), "!", "-o", "docker0", "-j", "MASQUERADE")
+	WaitFor(t, 10*time.Second, "our jump back in front of docker's rule", func() (bool, error) {
+		rules := n21.natRules(t)
+		return len(rules) > 1 && strings.Contains(rules[1], "-j WEFT-POSTRTG"), nil
+	})
+	if got := SourceIPSeen(t, server, serverIP, client); got != clientIP {
+		t.Errorf("after the repair the server saw %s, want the pod's %s", got, clientIP)
+	}
+	n21.Run(t, "iptables", "-t", "nat", "-F", "WEFT-POSTRTG")
+	WaitFor(t, 10*time.Second, "flushed chain refilled", func() (bool, error) {
+		out := n21.Run(t, "iptables", "-t", "nat", "-S", "WEFT-POSTRTG")
+		return strings.Contains(out, "-j ACCEPT") && strings.Contains(out, "-j MASQUERADE"), nil
+	})
+}
+
+// TestDaemonSurvivesOutages: etcd stopped beyond the lease TTL and the
+// daemon killed: the node keeps its subnet and pods keep working.
+func TestDaemonSurvivesOutages(t *testing.T) {
+	RequireRoot(t)
+	c := &cluster{tp: NewTopology(t)}
+	c.seg = c.tp.Segment("lan")
+	c.etcd = c.tp.Host("etcd", c.seg, etcdAddr)
+	etcdDir := t.TempDir()
+	etcd, ep := c.tp.StartEtcdDir(t, c.etcd, etcdDir)
+	c.endpoint = ep
+	n21, n22 := c.node(t, "node21", node21Addr, nil), c.node(t, "node22", node22Addr, nil)
+
+	// The daemon must outlive the subtests, so it is started on t.
+	n21.startDaemon(t, "--subnet-lease-ttl=10s")
+	t.Run("readyz is 503 until the node holds a lease", func(t *testing.T) {
+		WaitFor(t, 10*time.Second, "/healthz 200", func() (bool, error) { return n21.health(t, "/healthz") == 200, nil })
+		if code := n21.health(t, "/readyz"); code != 503 {
+			t.Errorf("/readyz = %d with no network config in etcd, want 503", code)
+		}
+		c.etcdctl(t, "put", "/coreos.com/network/config", seedNetwork)
+		n21.waitReady(t)
+	})
+	d22 := n22.startDaemon(t, "--subnet-lease-ttl=10s")
+	n22.waitReady(t)
+	s21, s22 := n21.subnet(t), n22.subnet(t)
+	p21, p22 := c.tp.PodNS(t, "a"), c.tp.PodNS(t, "b")
+	ip21, ip22 := n21.add(t, p21), n22.add(t, p22)
+	n21.waitRoute(t, s22, n22.IP(), true)
+
+	outer := t // processes that must outlive a subtest are started on it
+	t.Run("etcd down beyond the TTL", func(t *testing.T) {
+		etcd.Stop()
+		restarted := false
+		defer func() {
+			if !restarted {
+				c.tp.StartEtcdDir(outer, c.etcd, etcdDir)
+			}
+		}()
+		WaitFor(t, 20*time.Second, "node21 notices its lease ran out", func() (bool, error) {
+			return n21.health(t, "/readyz") == 503, nil
+		})
+		if err := Ping(p21, ip22); err != nil {
+			t.Errorf("pods lost connectivity while etcd was down: %v", err)
+		}
+		pod := c.tp.PodNS(t, "during-outage")
+		if ip := n21.add(t, pod); !s21.Contains(ip) {
+			t.Errorf("a pod started during the outage got %s, outside %s", ip, s21)
+		}
+		restarted = true
+		etcd, _ = c.tp.StartEtcdDir(outer, c.etcd, etcdDir)
+		n21.waitReady(t)
+		n22.waitReady(t)
+		if a, b := n21.subnet(t), n22.subnet(t); a != s21 || b != s22 {
+			t.Errorf("subnets moved across the etcd outage: %s,%s -> %s,%s", s21, s22, a, b)
+		}
+	})
+	t.Run("daemon killed and restarted", func(t *testing.T) {
+		if err := d22.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-d22.Done()
+		if err := Ping(p21, ip22); err != nil {
+			t.Errorf("pods lost connectivity with the daemon dead: %v", err)
+		}
+		n22.startDaemon(t, "--subnet-lease-ttl=10s")
+		n22.waitReady(t)
+		if got := n22.subnet(t); got != s22 {
+			t.Errorf("node22 moved from %s to %s across a daemon restart", s22, got)
+		}
+		if err := Ping(p22, ip21); err != nil {
+			t.Errorf("pods cannot reach each other after the restart: %v", err)
+		}
+	})
+}
