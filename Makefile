@@ -9,7 +9,7 @@ CNI_VERSION := v1.3.0
 PLUGINS_VERSION := v1.9.0
 GOFLAGS_STATIC := CGO_ENABLED=0
 LDFLAGS := -s -w
-FUZZTIME ?= 5s
+FUZZTIME ?= 3s
 
 .PHONY: all build tools deps install test unit integration fuzz demo demo-down bench clean
 
@@ -38,7 +38,7 @@ install: build
 	install -m 0755 $(BIN)/weft $(BIN)/weft-ipam $(DESTDIR)$(PREFIX)/
 	install -m 0644 conf/10-weft.conflist $(DESTDIR)$(CONFDIR)/
 
-test: deps unit integration
+test: deps unit integration fuzz
 
 unit:
 	$(GO) vet ./...
