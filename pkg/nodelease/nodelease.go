@@ -82,7 +82,7 @@ func syncEtcd(ctx context.Context, c *Config, id Identity, prev *subnetfile.File
 	if err != nil {
 		return nil, classify(ctx, fmt.Errorf("acquiring lease for %s: %w", id.PublicIP, err))
 	}
-	leases, _, err := store.List(ctx)
+	leases, _, err := store.ListWithoutExpiry(ctx)
 	if err != nil {
 		return nil, classify(ctx, fmt.Errorf("listing leases: %w", err))
 	}
@@ -135,7 +135,7 @@ func Available(ctx context.Context, c *Config) error {
 	if err != nil {
 		return classify(ctx, fmt.Errorf("reading network config: %w", err))
 	}
-	leases, _, err := store.List(ctx)
+	leases, _, err := store.ListWithoutExpiry(ctx)
 	if err != nil {
 		return classify(ctx, fmt.Errorf("listing leases: %w", err))
 	}
