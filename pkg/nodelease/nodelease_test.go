@@ -1,0 +1,104 @@
+package nodelease
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/weft-cni/weft/internal/etcdembed"
+	"github.com/weft-cni/weft/pkg/etcdclient"
+	"github.com/weft-cni/weft/pkg/lease"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func startEtcd(t *testing.T) []string {
+	t.Helper()
+	srv, err := etcdembed.Start("", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	cli, err := etcdclient.New(etcdclient.Config{Endpoints: srv.Endpoints()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if err := lease.NewStore(cli, "").PutNetworkConfig(context.Background(), []byte(`{"Network":"172.7.0.0/16"}`)); err != nil {
+		t.Fatal(err)
+	}
+	return srv.Endpoints()
+}
+
+func TestSyncAcquiresAndKeeps(t *testing.T) {
+	eps := startEtcd(t)
+	dir := t.TempDir()
+	c1 := &Config{EtcdEndpoints: eps, SubnetFile: filepath.Join(dir, "21.env")}
+	c2 := &Config{EtcdEndpoints: eps, SubnetFile: filepath.Join(dir, "22.env")}
+	id1 := Identity{PublicIP: netip.MustParseAddr("10.4.7.21"), MTU: 1500}
+	id2 := Identity{PublicIP: netip.MustParseAddr("10.4.7.22"), MTU: 1400}
+	ctx := context.Background()
+	st1, err := Sync(ctx, c1, id1, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2, err := Sync(ctx, c2, id2, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st1.File.Lease() == st2.File.Lease() {
+		t.Fatalf("two nodes got %s", st1.File.Lease())
+	}
+	if len(st2.Peers) != 1 || st2.Peers[0].Subnet != st1.File.Lease() || st2.Peers[0].PublicIP != id1.PublicIP {
+		t.Fatalf("node22's peers %v, want node21's lease", st2.Peers)
+	}
+	if st2.File.MTU != 1400 || !st2.File.IPMasq {
+		t.Fatalf("subnet file %+v, want the underlay MTU and masquerade on", st2.File)
+	}
+	again, err := Sync(ctx, c1, id1, quiet)
+	if err != nil || again.File.Lease() != st1.File.Lease() {
+		t.Fatalf("second sync: %v, %v; want the same subnet %s", again, err, st1.File.Lease())
+	}
+	if !again.Self.Reservation() {
+		t.Error("a lease the plugin acquires must be a permanent reservation")
+	}
+	if got, err := Current(c1); err != nil || got.Lease() != st1.File.Lease() {
+		t.Fatalf("subnet file: %v, %v", got, err)
+	}
+}
+
+func TestSyncEtcdUnreachable(t *testing.T) {
+	dir := t.TempDir()
+	c := &Config{EtcdEndpoints: []string{"http://127.0.0.1:1"}, SubnetFile: filepath.Join(dir, "subnet.env")}
+	id := Identity{PublicIP: netip.MustParseAddr("10.4.7.21"), MTU: 1500}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := Sync(ctx, c, id, quiet); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("no file, no etcd: err %v, want ErrUnavailable", err)
+	}
+	if err := os.WriteFile(c.SubnetFile, []byte("FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.21.1/24\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel2()
+	st, err := Sync(ctx2, c, id, quiet)
+	if err != nil || st.Degraded == nil || st.File.Lease().String() != "172.7.21.0/24" {
+		t.Fatalf("file present, no etcd: %+v, %v; want the file's lease, degraded", st, err)
+	}
+}
+
+func TestInherit(t *testing.T) {
+	masq := false
+	top := Config{EtcdEndpoints: []string{"http://a"}, EtcdPrefix: "/p", SubnetFile: "/run/x.env", PublicIP: "10.0.0.1", IPMasq: &masq, MTU: 1400}
+	c := Config{EtcdPrefix: "/own"}
+	c.Inherit(top)
+	if c.EtcdEndpoints[0] != "http://a" || c.EtcdPrefix != "/own" || c.SubnetFile != "/run/x.env" || c.Masquerade() || c.MTU != 1400 || c.PublicIP != "10.0.0.1" {
+		t.Fatalf("inherit: %+v", c)
+	}
+}
