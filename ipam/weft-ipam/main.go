@@ -6,14 +6,12 @@ package main
 import (
 	"context"
 	"log/slog"
-	"net/netip"
 	"os"
 	"runtime"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/weft-cni/weft/pkg/cnierr"
@@ -90,11 +88,11 @@ func cmdCheck(args *skel.CmdArgs) error {
 		if err := validAttachment(c.attach); err != nil {
 			return err
 		}
-		want, err := prevAddress(c.conf)
+		prev, err := ipamcni.PrevResult(c.conf)
 		if err != nil {
 			return err
 		}
-		return c.cfg.Check(c.ctx, c.attach, want)
+		return c.cfg.Check(c.ctx, c.attach, ipamcni.FirstIPv4(prev))
 	})
 }
 
@@ -115,24 +113,4 @@ func cmdStatus(args *skel.CmdArgs) error {
 		}
 		return nil
 	})
-}
-
-// prevAddress is the IPv4 address in the prevResult, or the zero Addr.
-func prevAddress(conf *types.NetConf) (netip.Addr, error) {
-	if err := version.ParsePrevResult(conf); err != nil {
-		return netip.Addr{}, types.NewError(types.ErrDecodingFailure, "decoding prevResult", err.Error())
-	}
-	if conf.PrevResult == nil {
-		return netip.Addr{}, nil
-	}
-	prev, err := current.NewResultFromResult(conf.PrevResult)
-	if err != nil {
-		return netip.Addr{}, types.NewError(types.ErrDecodingFailure, "converting prevResult", err.Error())
-	}
-	for _, ip := range prev.IPs {
-		if addr, ok := netip.AddrFromSlice(ip.Address.IP.To4()); ok {
-			return addr, nil
-		}
-	}
-	return netip.Addr{}, nil
 }

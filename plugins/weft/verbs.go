@@ -3,13 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/weft-cni/weft/pkg/cnierr"
@@ -64,30 +62,15 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return cnierr.Classify(err)
 	}
-	return cnierr.Classify(cfg.Check(ctx, attachment(args), firstIPv4(prev)))
+	return cnierr.Classify(cfg.Check(ctx, attachment(args), ipamcni.FirstIPv4(prev)))
 }
 
 func prevResult(conf *NetConf) (*current.Result, error) {
-	if err := version.ParsePrevResult(&conf.NetConf); err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "decoding prevResult", err.Error())
+	prev, err := ipamcni.PrevResult(&conf.NetConf)
+	if err == nil && prev == nil {
+		err = types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult", "")
 	}
-	if conf.PrevResult == nil {
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult", "")
-	}
-	prev, err := current.NewResultFromResult(conf.PrevResult)
-	if err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "converting prevResult", err.Error())
-	}
-	return prev, nil
-}
-
-func firstIPv4(res *current.Result) netip.Addr {
-	for _, ip := range res.IPs {
-		if addr, ok := netip.AddrFromSlice(ip.Address.IP.To4()); ok {
-			return addr
-		}
-	}
-	return netip.Addr{}
+	return prev, err
 }
 
 // cmdGC releases every allocation not in cni.dev/valid-attachments.
