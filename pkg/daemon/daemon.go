@@ -75,10 +75,13 @@ type Deps struct {
 	Node   Node
 	// Identity finds the node's public IP and interface (ResolveIdentity).
 	Identity func() (nodelease.Identity, error)
-	Lock     Locker           // nil: no node lock (tests)
-	Clock    clockwork.Clock  // nil: the real clock
-	Metrics  *metrics.Metrics // nil: new metrics
-	Log      *slog.Logger     // nil: slog.Default()
+	// Overlay programs the vxlan backend and returns the routes to peers;
+	// nil: the kernel's (LinuxOverlay).
+	Overlay Overlay
+	Lock    Locker           // nil: no node lock (tests)
+	Clock   clockwork.Clock  // nil: the real clock
+	Metrics *metrics.Metrics // nil: new metrics
+	Log     *slog.Logger     // nil: slog.Default()
 }
 
 // Daemon is the node agent. Run runs it.
@@ -89,6 +92,7 @@ type Daemon struct {
 	ipt      masq.IPTables
 	node     Node
 	identity func() (nodelease.Identity, error)
+	overlay  Overlay
 	lock     Locker
 	clock    clockwork.Clock
 	metrics  *metrics.Metrics
@@ -111,7 +115,7 @@ func New(cfg *Config, deps Deps) (*Daemon, error) {
 	}
 	d := &Daemon{
 		cfg: *cfg, store: deps.Store, routes: deps.Routes, ipt: deps.IPT, node: deps.Node,
-		identity: deps.Identity, lock: deps.Lock, clock: deps.Clock, metrics: deps.Metrics, log: deps.Log,
+		identity: deps.Identity, overlay: deps.Overlay, lock: deps.Lock, clock: deps.Clock, metrics: deps.Metrics, log: deps.Log,
 		nodeKick: make(chan struct{}, 1), leaseKick: make(chan struct{}, 1), ruleKick: make(chan struct{}, 1),
 	}
 	if d.clock == nil {
@@ -153,7 +157,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("node identity", "public_ip", id.PublicIP, "iface", id.Iface, "mtu", id.MTU)
 
 	k := d.newKeeper(id)
-	s := &syncer{store: d.store, routes: loggedProgrammer{d.routes, d.log}, clock: d.clock, log: d.log,
+	overlay := d.overlay
+	if overlay == nil {
+		overlay = LinuxOverlay(id)
+	}
+	s := &syncer{store: d.store, routes: loggedProgrammer{d.routes, d.log}, overlay: overlay, clock: d.clock, log: d.log,
 		metrics: d.metrics, state: &d.state, relist: d.cfg.Relist, lost: k.signalLost, synced: d.routesSynced, lock: d.lock}
 	r := &ruleKeeper{ipt: d.ipt, clock: d.clock, log: d.log, metrics: d.metrics, state: &d.state,
 		ipMasq: d.cfg.IPMasq, period: d.cfg.IPTablesResync, kick: d.ruleKick, checked: d.kickNode, lock: d.lock}
@@ -201,7 +209,7 @@ func (d *Daemon) newKeeper(id nodelease.Identity) *keeper {
 // onLease records a newly acquired lease; the node loop then writes the
 // subnet file and sets the node up for it.
 func (d *Daemon) onLease(network *netconf.Config, own *lease.Lease, id nodelease.Identity) {
-	file := subnetfile.ForLease(network.Network, own.Subnet, id.MTU, d.cfg.IPMasq)
+	file := subnetfile.ForLease(network.Network, own.Subnet, nodelease.PodMTU(network, id), d.cfg.IPMasq)
 	d.state.setLease(network, own, file)
 	held, expiry := d.state.leaseStatus(d.clock.Now())
 	d.metrics.SetLease(held, expiry)

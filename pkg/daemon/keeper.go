@@ -12,6 +12,7 @@ import (
 	"github.com/weft-cni/weft/pkg/lease"
 	"github.com/weft-cni/weft/pkg/metrics"
 	"github.com/weft-cni/weft/pkg/netconf"
+	"github.com/weft-cni/weft/pkg/nodelease"
 )
 
 // acquireTimeout bounds one attempt to acquire the lease; an unreachable
@@ -93,7 +94,10 @@ func (k *keeper) acquire(ctx context.Context, first bool) (*netconf.Config, *lea
 	if err := supported(network); err != nil {
 		return nil, nil, err
 	}
-	attrs := lease.Attrs{PublicIP: k.publicIP, BackendType: network.Backend.Type}
+	attrs, err := nodelease.LeaseAttrs(network, k.publicIP)
+	if err != nil {
+		return nil, nil, err
+	}
 	prefer := k.prefer
 	if !prefer.IsValid() || k.preferNetwork != network.Network || !network.Contains(prefer) {
 		prefer = netip.Prefix{}
@@ -133,10 +137,10 @@ func (k *keeper) takeOver(ctx context.Context, network *netconf.Config, prefer n
 // supported reports whether the daemon can program the network's backend.
 func supported(network *netconf.Config) error {
 	switch network.Backend.Type {
-	case netconf.BackendHostGW:
+	case netconf.BackendHostGW, netconf.BackendVXLAN:
 		return nil
 	default:
-		return fmt.Errorf("backend %q of network %s: the weft daemon programs host-gw only", network.Backend.Type, network.Network)
+		return fmt.Errorf("backend %q of network %s: the weft daemon programs host-gw and vxlan only", network.Backend.Type, network.Network)
 	}
 }
 

@@ -11,8 +11,12 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weft-cni/weft/pkg/hostnet"
+	"github.com/weft-cni/weft/pkg/lease"
+	"github.com/weft-cni/weft/pkg/netconf"
 	"github.com/weft-cni/weft/pkg/nodelease"
+	"github.com/weft-cni/weft/pkg/route"
 	"github.com/weft-cni/weft/pkg/subnetfile"
+	"github.com/weft-cni/weft/pkg/vxlan"
 )
 
 // markRefresh is how old the bridge's ready mark may get before the daemon
@@ -51,6 +55,23 @@ func (n LinuxNode) MarkReady(file *subnetfile.File, now time.Time) error {
 		}
 	}
 	return hostnet.MarkReady(link, file, now)
+}
+
+// Overlay sets up the vxlan backend for the node's lease and the known
+// leases and returns the routes to peers; an error wrapping vxlan.ErrDevice
+// means nothing was programmed.
+type Overlay func(network *netconf.Config, own *lease.Lease, leases []lease.Lease, prune bool) ([]route.Route, error)
+
+// LinuxOverlay is the Overlay of the kernel, for the node's identity.
+func LinuxOverlay(id nodelease.Identity) Overlay {
+	return func(network *netconf.Config, own *lease.Lease, leases []lease.Lease, prune bool) ([]route.Route, error) {
+		n := vxlan.Node{Backend: network.Backend, Subnet: own.Subnet, PublicIP: own.Attrs.PublicIP, Underlay: id.Iface}
+		desired, err := vxlan.Apply(n, leases, prune)
+		for _, p := range desired.Unreachable {
+			err = errors.Join(err, fmt.Errorf("peer %s (%s): no vxlan data in its lease and not directly reachable", p.Subnet, p.PublicIP))
+		}
+		return desired.Routes, err
+	}
 }
 
 // ResolveIdentity finds the node's public IP and interface: the first

@@ -14,7 +14,9 @@ import (
 
 	"github.com/weft-cni/weft/pkg/lease"
 	"github.com/weft-cni/weft/pkg/metrics"
+	"github.com/weft-cni/weft/pkg/netconf"
 	"github.com/weft-cni/weft/pkg/route"
+	"github.com/weft-cni/weft/pkg/vxlan"
 )
 
 // listTimeout bounds one listing of the leases.
@@ -28,6 +30,7 @@ const listTimeout = 30 * time.Second
 type syncer struct {
 	store   Store
 	routes  route.Programmer
+	overlay Overlay
 	clock   clockwork.Clock
 	log     *slog.Logger
 	metrics *metrics.Metrics
@@ -168,9 +171,27 @@ func (s *syncer) reconcileLocked(ctx context.Context) {
 		res route.Result
 		err error
 	)
+	var devErr error
 	if !withLock(ctx, s.lock, s.log, func() {
+		var overlayErr error
+		if snap.network.Backend.Type == netconf.BackendVXLAN {
+			desired, overlayErr = s.overlay(snap.network, snap.own, s.leaseListLocked(), true)
+			if errors.Is(overlayErr, vxlan.ErrDevice) {
+				devErr = overlayErr // routes stay as they are
+				return
+			}
+		}
 		res, err = route.Reconcile(s.routes, snap.network.Network, snap.own.Subnet, desired, true)
+		err = errors.Join(overlayErr, err)
 	}) {
+		return
+	}
+	if devErr != nil {
+		s.metrics.ReconcileError(metrics.ErrRoutes)
+		if msg := devErr.Error(); msg != s.lastErr {
+			s.log.Error("the vxlan device could not be set up; retrying every resync", "error", devErr)
+			s.lastErr = msg
+		}
 		return
 	}
 	s.metrics.SetPeers(len(peers))
@@ -212,6 +233,15 @@ func (s *syncer) peersLocked(own *lease.Lease) []route.Peer {
 	}
 	slices.SortFunc(peers, func(a, b route.Peer) int { return a.Subnet.Addr().Compare(b.Subnet.Addr()) })
 	return peers
+}
+
+// leaseListLocked returns the known leases.
+func (s *syncer) leaseListLocked() []lease.Lease {
+	out := make([]lease.Lease, 0, len(s.leases))
+	for _, l := range s.leases {
+		out = append(out, l)
+	}
+	return out
 }
 
 // failures counts the errors joined in err.

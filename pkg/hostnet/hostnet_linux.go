@@ -138,6 +138,9 @@ type Setup struct {
 	Rules  masq.Rules
 	IPT    masq.IPTables
 	Routes route.Programmer
+	// Overlay, when set, sets up an encapsulating backend (vxlan) and
+	// returns the routes to peers in place of host-gw's.
+	Overlay func() ([]route.Route, error)
 }
 
 // Run performs the setup and returns the bridge. Routes that cannot be
@@ -155,8 +158,12 @@ func (s *Setup) Run() (link netlink.Link, routeErr, err error) {
 		return nil, nil, fmt.Errorf("ensuring iptables rules: %w", err)
 	}
 	desired := route.HostGW(s.Peers, s.File.Lease())
+	var overlayErr error
+	if s.Overlay != nil {
+		desired, overlayErr = s.Overlay()
+	}
 	if _, err := route.Reconcile(s.Routes, s.File.Network, s.File.Lease(), desired, false); err != nil {
 		routeErr = fmt.Errorf("programming routes to peers: %w", err)
 	}
-	return link, routeErr, nil
+	return link, errors.Join(overlayErr, routeErr), nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/weft-cni/weft/pkg/netconf"
 	"github.com/weft-cni/weft/pkg/route"
 	"github.com/weft-cni/weft/pkg/subnetfile"
+	"github.com/weft-cni/weft/pkg/vxlan"
 )
 
 // SyncTimeout bounds one sync with etcd: a plugin call must not hang on an
@@ -35,7 +36,8 @@ type State struct {
 	File    *subnetfile.File
 	Network *netconf.Config
 	Self    lease.Lease
-	Peers   []route.Peer // every other node's lease
+	Peers   []route.Peer  // every other node's lease
+	Leases  []lease.Lease // every lease, self included (the vxlan backend's input)
 	// Degraded is set when etcd could not be reached and File came from disk.
 	Degraded error
 }
@@ -77,7 +79,10 @@ func syncEtcd(ctx context.Context, c *Config, id Identity, prev *subnetfile.File
 	if prev != nil && prev.Network == network.Network {
 		prefer = prev.Lease()
 	}
-	attrs := lease.Attrs{PublicIP: id.PublicIP, BackendType: network.Backend.Type}
+	attrs, err := LeaseAttrs(network, id.PublicIP)
+	if err != nil {
+		return nil, err
+	}
 	own, err := store.Acquire(ctx, network, attrs, lease.AcquireOptions{Prefer: prefer})
 	if err != nil {
 		return nil, classify(ctx, fmt.Errorf("acquiring lease for %s: %w", id.PublicIP, err))
@@ -88,13 +93,36 @@ func syncEtcd(ctx context.Context, c *Config, id Identity, prev *subnetfile.File
 	}
 	mtu := c.MTU
 	if mtu == 0 {
-		mtu = id.MTU
+		mtu = PodMTU(network, id)
 	}
 	file := subnetfile.ForLease(network.Network, own.Subnet, mtu, c.Masquerade())
 	if err := subnetfile.Write(c.SubnetFile, file); err != nil {
 		return nil, err
 	}
-	return &State{File: file, Network: network, Self: *own, Peers: Peers(leases, own.Subnet)}, nil
+	return &State{File: file, Network: network, Self: *own, Peers: Peers(leases, own.Subnet), Leases: leases}, nil
+}
+
+// LeaseAttrs is the value of this node's lease for the network's backend:
+// vxlan adds {"VNI":…,"VtepMAC":…} as flannel does.
+func LeaseAttrs(network *netconf.Config, publicIP netip.Addr) (lease.Attrs, error) {
+	attrs := lease.Attrs{PublicIP: publicIP, BackendType: network.Backend.Type}
+	if network.Backend.Type == netconf.BackendVXLAN {
+		data, err := vxlan.BackendData(publicIP, network.Backend.VNI)
+		if err != nil {
+			return lease.Attrs{}, fmt.Errorf("vxlan backend data for %s: %w", publicIP, err)
+		}
+		attrs.BackendData = data
+	}
+	return attrs, nil
+}
+
+// PodMTU is the MTU pods get on the network's backend: the underlay's for
+// host-gw, less the encapsulation for vxlan.
+func PodMTU(network *netconf.Config, id Identity) int {
+	if network.Backend.Type == netconf.BackendVXLAN {
+		return vxlan.MTU(network.Backend, id.MTU)
+	}
+	return id.MTU
 }
 
 // Peers turns leases into route peers, leaving out self.

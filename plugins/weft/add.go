@@ -22,10 +22,12 @@ import (
 	"github.com/weft-cni/weft/pkg/ipam"
 	"github.com/weft-cni/weft/pkg/ipamcni"
 	"github.com/weft-cni/weft/pkg/masq"
+	"github.com/weft-cni/weft/pkg/netconf"
 	"github.com/weft-cni/weft/pkg/nodelease"
 	"github.com/weft-cni/weft/pkg/podnet"
 	"github.com/weft-cni/weft/pkg/route"
 	"github.com/weft-cni/weft/pkg/subnetfile"
+	"github.com/weft-cni/weft/pkg/vxlan"
 )
 
 func cmdAdd(args *skel.CmdArgs) error {
@@ -121,6 +123,9 @@ func prepareNode(ctx context.Context, conf *NetConf) (*subnetfile.File, netlink.
 	if !ready {
 		return firstUse(ctx, conf, file)
 	}
+	if masq.JumpsFirst() { // in-process netlink read: no iptables process
+		return file, link, nil
+	}
 	ipt, err := iptables.New()
 	if err == nil {
 		_, err = masq.EnsureFront(ipt, rulesFor(conf, file))
@@ -134,6 +139,7 @@ func prepareNode(ctx context.Context, conf *NetConf) (*subnetfile.File, netlink.
 // firstUse syncs the lease with etcd (when configured) and sets the node up.
 func firstUse(ctx context.Context, conf *NetConf, file *subnetfile.File) (*subnetfile.File, netlink.Link, error) {
 	var peers []route.Peer
+	var overlay func() ([]route.Route, error)
 	complete := true
 	if len(conf.EtcdEndpoints) > 0 {
 		id, err := nodelease.ResolveIdentity(&conf.Config)
@@ -145,6 +151,7 @@ func firstUse(ctx context.Context, conf *NetConf, file *subnetfile.File) (*subne
 			return nil, nil, err
 		}
 		file, peers, complete = st.File, st.Peers, st.Degraded == nil
+		overlay = vxlanOverlay(st, id, complete)
 	} else if file == nil {
 		return nil, nil, fmt.Errorf("%w: no subnet file at %s and no etcdEndpoints to get a lease from", nodelease.ErrConfig, conf.SubnetFile)
 	}
@@ -153,7 +160,7 @@ func firstUse(ctx context.Context, conf *NetConf, file *subnetfile.File) (*subne
 		return nil, nil, fmt.Errorf("iptables: %w", err)
 	}
 	setup := hostnet.Setup{Bridge: conf.Bridge, MTU: file.MTU, File: file, Peers: peers,
-		Rules: rulesFor(conf, file), IPT: ipt, Routes: route.Netlink{}}
+		Rules: rulesFor(conf, file), IPT: ipt, Routes: route.Netlink{}, Overlay: overlay}
 	if conf.MTU != 0 {
 		setup.MTU = conf.MTU
 	}
@@ -168,6 +175,23 @@ func firstUse(ctx context.Context, conf *NetConf, file *subnetfile.File) (*subne
 		err = hostnet.MarkReady(link, file, time.Now())
 	}
 	return file, link, err
+}
+
+// vxlanOverlay sets up the vxlan device and its peers' entries when the
+// network's backend is vxlan; nil otherwise (and while etcd is away, when
+// the peers are unknown: the device and entries of the last sync stay).
+func vxlanOverlay(st *nodelease.State, id nodelease.Identity, complete bool) func() ([]route.Route, error) {
+	if st.Network == nil || st.Network.Backend.Type != netconf.BackendVXLAN {
+		return nil
+	}
+	n := vxlan.Node{Backend: st.Network.Backend, Subnet: st.File.Lease(), PublicIP: id.PublicIP, Underlay: id.Iface}
+	return func() ([]route.Route, error) {
+		desired, err := vxlan.Apply(n, st.Leases, complete)
+		for _, p := range desired.Unreachable {
+			log.Warn("peer has no vxlan data in its lease and is not directly reachable; no route to it", "subnet", p.Subnet, "public_ip", p.PublicIP)
+		}
+		return desired.Routes, err
+	}
 }
 
 func rulesFor(conf *NetConf, file *subnetfile.File) masq.Rules {

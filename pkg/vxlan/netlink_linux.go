@@ -1,0 +1,251 @@
+package vxlan
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/weft-cni/weft/pkg/lease"
+	"github.com/weft-cni/weft/pkg/netconf"
+)
+
+// Node is this node's side of the vxlan backend.
+type Node struct {
+	Backend  netconf.Backend
+	Subnet   netip.Prefix // the node's lease
+	PublicIP netip.Addr
+	Underlay string // the underlay interface
+}
+
+// Apply sets the node's vxlan device up, programs its neighbour and FDB
+// entries for leases (pruning others when prune) and returns the desired
+// state, whose Routes the caller programs with route.Reconcile. An error
+// wrapping ErrDevice means nothing was programmed.
+func Apply(n Node, leases []lease.Lease, prune bool) (State, error) {
+	under, err := netlink.LinkByName(n.Underlay)
+	if err != nil {
+		return State{}, fmt.Errorf("%w: underlay %q: %w", ErrDevice, n.Underlay, err)
+	}
+	dev := Device{VNI: n.Backend.VNI, Port: n.Backend.Port, MAC: MAC(n.PublicIP, n.Backend.VNI),
+		Underlay: under.Attrs().Index, Local: n.PublicIP, MTU: MTU(n.Backend, under.Attrs().MTU)}
+	link, err := dev.Ensure(n.Subnet.Masked().Addr())
+	if err != nil {
+		return State{}, fmt.Errorf("%w: %w", ErrDevice, err)
+	}
+	conn, err := Connected(under.Attrs().Index)
+	if err != nil {
+		return State{}, fmt.Errorf("%w: %w", ErrDevice, err)
+	}
+	desired := Desired(Peers(leases, n.Subnet, n.PublicIP), Options{Self: n.Subnet,
+		LinkIndex: link.Attrs().Index, DirectRouting: n.Backend.DirectRouting, Connected: conn})
+	_, err = Reconcile(Netlink{LinkIndex: link.Attrs().Index}, desired, prune)
+	return desired, err
+}
+
+// Connected returns the prefixes of the link's IPv4 addresses: the segments
+// this node reaches without a gateway.
+func Connected(linkIndex int) ([]netip.Prefix, error) {
+	link, err := netlink.LinkByIndex(linkIndex)
+	if err != nil {
+		return nil, fmt.Errorf("underlay link %d: %w", linkIndex, err)
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("listing addresses of %s: %w", link.Attrs().Name, err)
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		ones, _ := a.Mask.Size()
+		if ok {
+			out = append(out, netip.PrefixFrom(ip, ones).Masked())
+		}
+	}
+	return out, nil
+}
+
+// Device is the vxlan device of a node.
+type Device struct {
+	VNI, Port int
+	MAC       net.HardwareAddr
+	Underlay  int // ifindex
+	Local     netip.Addr
+	MTU       int
+}
+
+// Name is the device's name, weft.<VNI>.
+func (d Device) Name() string { return DeviceName(d.VNI) }
+
+// Ensure creates the device (replacing one whose vxlan settings differ),
+// sets its MAC and MTU, makes addr/32 its only IPv4 address and brings it up.
+func (d Device) Ensure(addr netip.Addr) (netlink.Link, error) {
+	link, err := d.create()
+	if err != nil {
+		return nil, err
+	}
+	name := d.Name()
+	if link.Attrs().HardwareAddr.String() != d.MAC.String() {
+		if err := netlink.LinkSetHardwareAddr(link, d.MAC); err != nil {
+			return nil, fmt.Errorf("setting MAC of %s: %w", name, err)
+		}
+	}
+	if d.MTU > 0 && link.Attrs().MTU != d.MTU {
+		if err := netlink.LinkSetMTU(link, d.MTU); err != nil {
+			return nil, fmt.Errorf("setting MTU %d of %s: %w", d.MTU, name, err)
+		}
+	}
+	if err := onlyAddr(link, addr); err != nil {
+		return nil, err
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("bringing up %s: %w", name, err)
+	}
+	return netlink.LinkByIndex(link.Attrs().Index)
+}
+
+func (d Device) create() (netlink.Link, error) {
+	name := d.Name()
+	if link, err := netlink.LinkByName(name); err == nil {
+		if v, ok := link.(*netlink.Vxlan); ok && d.matches(v) {
+			return link, nil
+		}
+		if err := netlink.LinkDel(link); err != nil {
+			return nil, fmt.Errorf("removing %s with other settings: %w", name, err)
+		}
+	}
+	v := &netlink.Vxlan{
+		LinkAttrs:    netlink.LinkAttrs{Name: name, MTU: d.MTU, HardwareAddr: d.MAC, TxQLen: -1},
+		VxlanId:      d.VNI,
+		VtepDevIndex: d.Underlay,
+		SrcAddr:      d.Local.AsSlice(),
+		Port:         d.Port,
+		Learning:     false,
+	}
+	if err := netlink.LinkAdd(v); err != nil && !errors.Is(err, syscall.EEXIST) {
+		return nil, fmt.Errorf("creating %s: %w", name, err)
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("looking up %s: %w", name, err)
+	}
+	return link, nil
+}
+
+func (d Device) matches(v *netlink.Vxlan) bool {
+	return v.VxlanId == d.VNI && v.Port == d.Port && v.VtepDevIndex == d.Underlay &&
+		v.SrcAddr.Equal(net.IP(d.Local.AsSlice())) && !v.Learning
+}
+
+func onlyAddr(link netlink.Link, addr netip.Addr) error {
+	name := link.Attrs().Name
+	want := &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("listing addresses of %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		if a.IPNet.String() != want.String() {
+			if err := netlink.AddrDel(link, &a); err != nil {
+				return fmt.Errorf("removing stale address %s from %s: %w", a.IPNet, name, err)
+			}
+		}
+	}
+	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: want}); err != nil {
+		return fmt.Errorf("adding address %s to %s: %w", want, name, err)
+	}
+	return nil
+}
+
+// Netlink programs the neighbour and FDB entries of one vxlan device in the
+// calling thread's network namespace.
+type Netlink struct {
+	LinkIndex int
+}
+
+var _ Programmer = Netlink{}
+
+// Neighs lists the device's permanent IPv4 neighbour entries.
+func (p Netlink) Neighs() ([]Neigh, error) {
+	list, err := netlink.NeighList(p.LinkIndex, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("netlink neigh list: %w", err)
+	}
+	var out []Neigh
+	for _, n := range list {
+		ip, ok := netip.AddrFromSlice(n.IP.To4())
+		if ok && n.State&netlink.NUD_PERMANENT != 0 && len(n.HardwareAddr) == 6 {
+			out = append(out, Neigh{IP: ip, MAC: n.HardwareAddr})
+		}
+	}
+	return out, nil
+}
+
+// SetNeigh adds or replaces a permanent neighbour entry.
+func (p Netlink) SetNeigh(n Neigh) error {
+	err := netlink.NeighSet(&netlink.Neigh{LinkIndex: p.LinkIndex, Family: netlink.FAMILY_V4,
+		State: netlink.NUD_PERMANENT, Type: unix.RTN_UNICAST, IP: n.IP.AsSlice(), HardwareAddr: n.MAC})
+	if err != nil {
+		return fmt.Errorf("netlink neigh replace: %w", err)
+	}
+	return nil
+}
+
+// DelNeigh removes a neighbour entry; one already gone is no error.
+func (p Netlink) DelNeigh(n Neigh) error {
+	err := netlink.NeighDel(&netlink.Neigh{LinkIndex: p.LinkIndex, Family: netlink.FAMILY_V4, IP: n.IP.AsSlice(), HardwareAddr: n.MAC})
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("netlink neigh delete: %w", err)
+	}
+	return nil
+}
+
+// FDB lists the device's unicast FDB entries that have a remote destination.
+func (p Netlink) FDB() ([]FDB, error) {
+	list, err := netlink.NeighList(p.LinkIndex, unix.AF_BRIDGE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink fdb list: %w", err)
+	}
+	var out []FDB
+	for _, n := range list {
+		ip, ok := netip.AddrFromSlice(n.IP.To4())
+		if ok && len(n.HardwareAddr) == 6 && n.HardwareAddr[0]&1 == 0 && !isZero(n.HardwareAddr) {
+			out = append(out, FDB{MAC: n.HardwareAddr, Dst: ip})
+		}
+	}
+	return out, nil
+}
+
+// SetFDB adds or replaces a permanent FDB entry.
+func (p Netlink) SetFDB(f FDB) error {
+	if err := netlink.NeighSet(p.fdb(f)); err != nil {
+		return fmt.Errorf("netlink fdb replace: %w", err)
+	}
+	return nil
+}
+
+// DelFDB removes an FDB entry; one already gone is no error.
+func (p Netlink) DelFDB(f FDB) error {
+	if err := netlink.NeighDel(p.fdb(f)); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("netlink fdb delete: %w", err)
+	}
+	return nil
+}
+
+func (p Netlink) fdb(f FDB) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: p.LinkIndex, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+		State: netlink.NUD_PERMANENT, IP: f.Dst.AsSlice(), HardwareAddr: f.MAC}
+}
+
+func isZero(mac net.HardwareAddr) bool {
+	for _, b := range mac {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
