@@ -10,9 +10,11 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -46,6 +48,25 @@ type Server struct {
 // a temporary directory removed by Close. An empty clientURL means a free
 // port on 127.0.0.1. Start returns once the server is ready to serve.
 func Start(dataDir, clientURL string) (*Server, error) {
+	return StartTLS(dataDir, clientURL, TLS{})
+}
+
+// TLS is the server side of TLS to clients: the server's certificate and
+// key, and the CA that client certificates must be signed by. With CertFile
+// set the client URL must be https (an empty one picks a free 127.0.0.1
+// port with https); with ClientCAFile set too, clients without a
+// certificate from that CA are refused.
+type TLS struct {
+	CertFile, KeyFile, ClientCAFile string
+}
+
+func (t TLS) enabled() bool { return t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" }
+
+// StartTLS is Start serving clients over TLS as t says; a zero t is Start.
+func StartTLS(dataDir, clientURL string, t TLS) (*Server, error) {
+	if t.enabled() && (t.CertFile == "" || t.KeyFile == "") {
+		return nil, errors.New("etcd TLS: a server certificate and key are both needed")
+	}
 	removeDir := ""
 	if dataDir == "" {
 		dir, err := os.MkdirTemp("", "weft-etcd-")
@@ -54,7 +75,7 @@ func Start(dataDir, clientURL string) (*Server, error) {
 		}
 		dataDir, removeDir = dir, dir
 	}
-	srv, err := startRetrying(dataDir, clientURL)
+	srv, err := startRetrying(dataDir, clientURL, t)
 	if err != nil {
 		if removeDir != "" {
 			err = errors.Join(err, os.RemoveAll(removeDir))
@@ -67,9 +88,9 @@ func Start(dataDir, clientURL string) (*Server, error) {
 
 // startRetrying starts etcd; with an automatic client URL it retries a few
 // times with other ports, as a free port may be taken before etcd binds it.
-func startRetrying(dataDir, clientURL string) (*Server, error) {
+func startRetrying(dataDir, clientURL string, t TLS) (*Server, error) {
 	if clientURL != "" {
-		return start(dataDir, clientURL)
+		return start(dataDir, clientURL, t)
 	}
 	var errs []error
 	for range 5 {
@@ -77,7 +98,10 @@ func startRetrying(dataDir, clientURL string) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		srv, err := start(dataDir, u)
+		if t.enabled() {
+			u = "https" + strings.TrimPrefix(u, "http")
+		}
+		srv, err := start(dataDir, u, t)
 		if err == nil {
 			return srv, nil
 		}
@@ -86,9 +110,9 @@ func startRetrying(dataDir, clientURL string) (*Server, error) {
 	return nil, fmt.Errorf("starting etcd on a free 127.0.0.1 port: %w", errors.Join(errs...))
 }
 
-func start(dataDir, clientURL string) (*Server, error) {
+func start(dataDir, clientURL string, t TLS) (*Server, error) {
 	level := zap.NewAtomicLevelAt(zap.ErrorLevel)
-	cfg, err := config(dataDir, clientURL, level)
+	cfg, err := config(dataDir, clientURL, level, t)
 	if err != nil {
 		return nil, err
 	}
@@ -109,13 +133,17 @@ func start(dataDir, clientURL string) (*Server, error) {
 	return &Server{etcd: e, endpoints: []string{clientURL}, level: level}, nil
 }
 
-func config(dataDir, clientURL string, level zap.AtomicLevel) (*embed.Config, error) {
+func config(dataDir, clientURL string, level zap.AtomicLevel, t TLS) (*embed.Config, error) {
 	client, err := url.Parse(clientURL)
 	if err != nil {
 		return nil, fmt.Errorf("parsing client URL %q: %w", clientURL, err)
 	}
-	if client.Scheme != "http" || client.Port() == "" {
-		return nil, fmt.Errorf("client URL %q: want http://<ip>:<port>", clientURL)
+	scheme := "http"
+	if t.enabled() {
+		scheme = "https"
+	}
+	if client.Scheme != scheme || client.Port() == "" {
+		return nil, fmt.Errorf("client URL %q: want %s://<ip>:<port>", clientURL, scheme)
 	}
 	peer, err := url.Parse(advertisedPeerURL)
 	if err != nil {
@@ -135,6 +163,10 @@ func config(dataDir, clientURL string, level zap.AtomicLevel) (*embed.Config, er
 	cfg.AdvertisePeerUrls = []url.URL{*peer}
 	cfg.InitialCluster = memberName + "=" + advertisedPeerURL
 	cfg.EnableGRPCGateway = false
+	if t.enabled() {
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: t.CertFile, KeyFile: t.KeyFile,
+			TrustedCAFile: t.ClientCAFile, ClientCertAuth: t.ClientCAFile != ""}
+	}
 	return cfg, nil
 }
 

@@ -19,7 +19,7 @@ func Code(code uint, err error) *types.Error {
 }
 
 // Classify maps err to a CNI error: codes already chosen are kept, config
-// problems are 7, unsafe names 4, etcd outages 11, the rest 999.
+// problems (a bad network name too) are 7, unsafe CNI_* names 4, etcd outages 11, the rest 999.
 func Classify(err error) error {
 	if err == nil {
 		return nil
@@ -28,10 +28,12 @@ func Classify(err error) error {
 	switch {
 	case errors.As(err, &cniErr):
 		return cniErr
+	case errors.Is(err, nodelease.ErrConfig), errors.Is(err, netconf.ErrInvalid), errors.Is(err, subnetfile.ErrInvalid):
+		// Before ErrInvalidName: a bad name in the config (the network
+		// name) is a config error, not a bad CNI_* variable.
+		return Code(types.ErrInvalidNetworkConfig, err)
 	case errors.Is(err, ipam.ErrInvalidName):
 		return Code(types.ErrInvalidEnvironmentVariables, err)
-	case errors.Is(err, nodelease.ErrConfig), errors.Is(err, netconf.ErrInvalid), errors.Is(err, subnetfile.ErrInvalid):
-		return Code(types.ErrInvalidNetworkConfig, err)
 	case errors.Is(err, nodelease.ErrUnavailable):
 		return Code(types.ErrTryAgainLater, err)
 	default:

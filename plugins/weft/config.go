@@ -8,8 +8,10 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/weft-cni/weft/pkg/cnierr"
 	"github.com/weft-cni/weft/pkg/hostnet"
 	"github.com/weft-cni/weft/pkg/ipam"
+	"github.com/weft-cni/weft/pkg/ipamcni"
 	"github.com/weft-cni/weft/pkg/nodelease"
 )
 
@@ -46,6 +48,13 @@ func loadConf(stdin []byte) (*NetConf, error) {
 	}
 	if err := conf.validate(); err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	// The in-process IPAM's section is checked up front too, so a bad one
+	// fails before ADD sets the node up.
+	if conf.IPAM.Type == ipamType {
+		if _, _, err := ipamcni.LoadConfig(stdin); err != nil {
+			return nil, cnierr.Classify(err)
+		}
 	}
 	return conf, nil
 }

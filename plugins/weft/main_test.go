@@ -2,12 +2,22 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
+	"io/fs"
+	"maps"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/weft-cni/weft/pkg/ipam"
 )
 
 var pluginBin string
@@ -42,6 +52,11 @@ func runPlugin(t *testing.T, env map[string]string, stdin string) (cniError, int
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdin = strings.NewReader(stdin)
+	if os.Geteuid() == 0 {
+		// A request that wrongly got through must not touch the host's
+		// network: as root each call runs in a network namespace of its own.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -50,6 +65,9 @@ func runPlugin(t *testing.T, env map[string]string, stdin string) (cniError, int
 		code = exitErr.ExitCode()
 	} else if err != nil {
 		t.Fatalf("running plugin: %v", err)
+	}
+	if strings.Contains(stderr.String(), "panic") || strings.Contains(stderr.String(), "goroutine ") {
+		t.Fatalf("plugin panicked:\n%s", stderr.String())
 	}
 	var out cniError
 	if code != 0 {
@@ -60,15 +78,114 @@ func runPlugin(t *testing.T, env map[string]string, stdin string) (cniError, int
 	return out, code
 }
 
-const goodConf = `{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":"/nonexistent/weft-test/subnet.env","ipam":{"dataDir":"/nonexistent/weft-test/ipam"}}`
+// noLeaseConf names a subnet file that does not exist and no etcd.
+const noLeaseConf = `{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":"/nonexistent/weft-test/subnet.env","ipam":{"dataDir":"/nonexistent/weft-test/ipam"}}`
 
 func env(cmd, containerID, netns, ifname string) map[string]string {
 	return map[string]string{"CNI_COMMAND": cmd, "CNI_CONTAINERID": containerID, "CNI_NETNS": netns, "CNI_IFNAME": ifname, "CNI_PATH": "/nonexistent"}
 }
 
+// without returns e minus key.
+func without(e map[string]string, key string) map[string]string {
+	e = maps.Clone(e)
+	delete(e, key)
+	return e
+}
+
+// override lets a call name the plugin's own netns, which skel refuses by
+// default only after ADD has run (see docs/reliability.md).
+func override(e map[string]string) map[string]string {
+	e = maps.Clone(e)
+	e["CNI_NETNS_OVERRIDE"] = "1"
+	return e
+}
+
+// stateDir holds a subnet file and an IPAM store with one allocation, as a
+// node in use has them.
+type stateDir struct{ dir, subnetFile, dataDir string }
+
+func newStateDir(t *testing.T) stateDir {
+	t.Helper()
+	d := t.TempDir()
+	s := stateDir{dir: d, subnetFile: filepath.Join(d, "run", "subnet.env"), dataDir: filepath.Join(d, "ipam")}
+	if err := os.MkdirAll(filepath.Dir(s.subnetFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := os.WriteFile(s.subnetFile, []byte("FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.21.1/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n"), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := ipam.OpenDiskStore(s.dataDir, "weft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if _, err := ipam.NewPool(store, netip.MustParsePrefix("172.7.21.0/24")).Allocate(context.Background(), ipam.Attachment{ContainerID: "keep", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// conf is a valid netconf for the state dir with extra top-level fields
+// (`"key":value,...`) and extra ipam fields spliced in.
+func (s stateDir) conf(extra, ipamExtra string) string {
+	if extra != "" {
+		extra = "," + extra
+	}
+	if ipamExtra != "" {
+		ipamExtra = "," + ipamExtra
+	}
+	return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":%q%s,"ipam":{"type":"weft-ipam","dataDir":%q%s}}`,
+		s.subnetFile, extra, s.dataDir, ipamExtra)
+}
+
+// snapshot describes every file under dir: mode, size, mtime, content hash
+// or link target. Equal snapshots mean nothing on disk changed.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	snap := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		desc := fmt.Sprintf("%v %d %d", info.Mode(), info.Size(), info.ModTime().UnixNano())
+		if info.Mode().IsRegular() {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			desc += fmt.Sprintf(" %x", sha256.Sum256(data))
+		}
+		snap[path] = desc
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+func sorted(m map[string]string) []string {
+	var out []string
+	for k, v := range m {
+		out = append(out, k+": "+v)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // TestBadRequests: every bad request gets the spec's JSON error with the
-// right code and a non-zero exit, before any state could change.
+// right code and a non-zero exit, no panic, and leaves the subnet file and
+// the IPAM store as they were (as root each call runs in a fresh netns).
 func TestBadRequests(t *testing.T) {
+	st := newStateDir(t)
+	goodConf := st.conf("", "")
+	add := env("ADD", "c1", "/proc/self/ns/net", "eth0")
+	deep := strings.Repeat("[", 20000) + strings.Repeat("]", 20000)
 	long := strings.Repeat("a", 10000)
 	tests := []struct {
 		name  string
@@ -101,10 +218,66 @@ func TestBadRequests(t *testing.T) {
 		{"negative peerSyncInterval", env("ADD", "c1", "/proc/self/ns/net", "eth0"), `{"cniVersion":"1.1.0","name":"weft","type":"weft","peerSyncInterval":-1}`, 7},
 		{"check without prevResult", env("CHECK", "c1", "/proc/self/ns/net", "eth0"), goodConf, 7},
 		{"check with garbage prevResult", env("CHECK", "c1", "/proc/self/ns/net", "eth0"), `{"cniVersion":"1.1.0","name":"weft","type":"weft","prevResult":{"ips":"nope"}}`, 6},
-		{"status without lease or etcd", env("STATUS", "", "", ""), goodConf, 50},
+		{"status without lease or etcd", env("STATUS", "", "", ""), noLeaseConf, 50},
+		// Malformed input and wrong types.
+		{"empty stdin", add, "", 6},
+		{"json array", add, `[1,2,3]`, 6},
+		{"nested 20000 deep", add, deep, 6},
+		{"cniVersion is a number", add, `{"cniVersion":1.1,"name":"weft","type":"weft"}`, 6},
+		{"etcdEndpoints is a string", add, st.conf(`"etcdEndpoints":"http://x:2379"`, ""), 6},
+		{"hairpinMode is a string", add, st.conf(`"hairpinMode":"on"`, ""), 6},
+		{"ipMasq is a string", add, st.conf(`"ipMasq":"yes"`, ""), 6},
+		{"ipam is a string", add, `{"cniVersion":"1.1.0","name":"weft","type":"weft","ipam":"weft-ipam"}`, 6},
+		{"valid-attachments not a list", env("GC", "", "", ""), st.conf(`"cni.dev/valid-attachments":"keep"`, ""), 6},
+		// Versions.
+		{"GC before 1.1.0", env("GC", "", "", ""), strings.Replace(goodConf, `"1.1.0"`, `"0.4.0"`, 1), 1},
+		{"STATUS before 1.1.0", env("STATUS", "", "", ""), strings.Replace(goodConf, `"1.1.0"`, `"1.0.0"`, 1), 1},
+		// CNI_* variables.
+		{"lower-case command", env("add", "c1", "/proc/self/ns/net", "eth0"), goodConf, 4},
+		{"missing netns", without(add, "CNI_NETNS"), goodConf, 4},
+		{"missing CNI_PATH", without(add, "CNI_PATH"), goodConf, 4},
+		{"missing ifname", without(add, "CNI_IFNAME"), goodConf, 4},
+		{"container id with newline", env("ADD", "c1\nip 172.7.21.9 x eth0", "/proc/self/ns/net", "eth0"), goodConf, 4},
+		{"container id with space", env("ADD", "c 1", "/proc/self/ns/net", "eth0"), goodConf, 4},
+		{"container id .", env("ADD", ".", "/proc/self/ns/net", "eth0"), goodConf, 4},
+		{"ifname with colon", env("ADD", "c1", "/proc/self/ns/net", "eth0:1"), goodConf, 4},
+		{"ifname with space", env("ADD", "c1", "/proc/self/ns/net", "eth 0"), goodConf, 4},
+		{"netns is a directory", env("ADD", "c1", "/tmp", "eth0"), goodConf, 4},
+		{"netns is a relative path", env("ADD", "c1", "netns/pod", "eth0"), goodConf, 4},
+		{"netns is a mount namespace", env("ADD", "c1", "/proc/self/ns/mnt", "eth0"), goodConf, 4},
+		{"netns is the plugin's own", override(env("ADD", "c1", "/proc/self/ns/net", "eth0")), goodConf, 4},
+		{"netns 10k chars", env("ADD", "c1", "/"+long, "eth0"), goodConf, 4},
+		{"DEL container id ../", env("DEL", "../keep", "/proc/self/ns/net", "eth0"), goodConf, 4},
+		{"DEL ifname with /", env("DEL", "keep", "/proc/self/ns/net", "e/0"), goodConf, 4},
+		{"CHECK container id ../", env("CHECK", "../keep", "/proc/self/ns/net", "eth0"), goodConf, 4},
+		// Network config.
+		{"network name 10k chars", add, `{"cniVersion":"1.1.0","name":"` + long + `","type":"weft"}`, 7},
+		{"network name with NUL", add, `{"cniVersion":"1.1.0","name":"we\u0000ft","type":"weft"}`, 7},
+		{"publicIP IPv6", add, st.conf(`"publicIP":"fe80::1"`, ""), 7},
+		{"publicIP multicast", add, st.conf(`"publicIP":"224.0.0.1"`, ""), 7},
+		{"iface too long", add, st.conf(`"iface":"averyveryverylongiface"`, ""), 7},
+		{"empty etcd endpoint", add, st.conf(`"etcdEndpoints":[""]`, ""), 7},
+		{"peerSyncInterval too large", add, st.conf(`"peerSyncInterval":100000000`, ""), 7},
+		{"ipam type ..", add, st.conf("", `"type":".."`), 7},
+		{"ADD with relative ipam dataDir", add, st.conf("", `"dataDir":"x"`), 7},
+		{"ADD with relative ipam subnetFile", add, st.conf("", `"subnetFile":"run/subnet.env"`), 7},
+		{"ADD with bad ipam publicIP", add, st.conf("", `"publicIP":"nope"`), 7},
+		{"GC with relative ipam dataDir", env("GC", "", "", ""), st.conf("", `"dataDir":"x"`), 7},
+		// prevResult that does not match the pod.
+		{"CHECK prevResult for a missing interface", override(env("CHECK", "keep", "/proc/self/ns/net", "eth0")),
+			st.conf(`"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"172.7.21.2/24","gateway":"172.7.21.1"}]}`, ""), 999},
 	}
+	if len(tests) < 40 {
+		t.Fatalf("only %d cases", len(tests))
+	}
+	before := snapshot(t, st.dir)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			defer func() {
+				if after := snapshot(t, st.dir); !maps.Equal(before, after) {
+					t.Fatalf("state changed on disk:\nbefore %v\nafter  %v", sorted(before), sorted(after))
+				}
+			}()
 			got, exit := runPlugin(t, tt.env, tt.stdin)
 			if exit == 0 {
 				t.Fatal("plugin exited 0, want failure")

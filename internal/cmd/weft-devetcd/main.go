@@ -2,6 +2,8 @@
 // integration tests. It binds only the client URL it is given (no peer
 // listener), prints "ready <endpoint>" on stdout once it serves, and exits
 // on SIGTERM or SIGINT, removing its data dir if it made a temporary one.
+// With --cert-file/--key-file it serves https, and with --trusted-ca-file it
+// requires client certificates signed by that CA (etcd's flag names).
 package main
 
 import (
@@ -31,6 +33,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "", "etcd data directory (default: a temporary directory removed on exit)")
 	listen := fs.String("listen-client-urls", "http://127.0.0.1:2379",
 		`the one client URL to serve on, http://<ip>:<port> ("" picks a free 127.0.0.1 port)`)
+	var tlsFiles etcdembed.TLS
+	fs.StringVar(&tlsFiles.CertFile, "cert-file", "", "server TLS certificate (the client URL is then https)")
+	fs.StringVar(&tlsFiles.KeyFile, "key-file", "", "server TLS key")
+	fs.StringVar(&tlsFiles.ClientCAFile, "trusted-ca-file", "", "CA that client certificates must be signed by (client certificates are then required)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -40,7 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 
-	srv, err := etcdembed.Start(*dataDir, *listen)
+	srv, err := etcdembed.StartTLS(*dataDir, *listen, tlsFiles)
 	if err != nil {
 		logger.Error("starting etcd", "error", err)
 		return 1

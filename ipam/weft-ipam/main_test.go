@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var ipamBin string
+
+// TestMain builds weft-ipam once: bad requests are tested on the real
+// binary, as a runtime (or the bridge plugin) would call it.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "weft-ipam-test")
+	if err != nil {
+		panic(err)
+	}
+	ipamBin = filepath.Join(dir, "weft-ipam")
+	if out, err := exec.Command("go", "build", "-o", ipamBin, ".").CombinedOutput(); err != nil {
+		panic(string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type cniError struct {
+	CNIVersion string `json:"cniVersion"`
+	Code       uint   `json:"code"`
+	Msg        string `json:"msg"`
+}
+
+// runIPAM runs the binary; out is stdout, code its exit status.
+func runIPAM(t *testing.T, env map[string]string, stdin string) (out []byte, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(ipamBin)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdin = strings.NewReader(stdin)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	if exitErr, ok := err.(*exec.ExitError); ok {
+		code = exitErr.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running weft-ipam: %v", err)
+	}
+	return so.Bytes(), se.String(), code
+}
+
+func env(cmd, containerID, netns, ifname string) map[string]string {
+	m := map[string]string{"CNI_PATH": "/nonexistent"}
+	for k, v := range map[string]string{"CNI_COMMAND": cmd, "CNI_CONTAINERID": containerID, "CNI_NETNS": netns, "CNI_IFNAME": ifname} {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// override lets a call name the test's own netns (skel refuses that by
+// default, after ADD has run: see docs/reliability.md).
+func override(e map[string]string) map[string]string {
+	e = maps.Clone(e)
+	e["CNI_NETNS_OVERRIDE"] = "1"
+	return e
+}
+
+// without returns e minus key.
+func without(e map[string]string, key string) map[string]string {
+	e = maps.Clone(e)
+	delete(e, key)
+	return e
+}
+
+// snapshot describes every file under dir: mode, size, mtime, content hash
+// or link target. Two equal snapshots mean nothing on disk changed.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	snap := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		desc := fmt.Sprintf("%v %d %d", info.Mode(), info.Size(), info.ModTime().UnixNano())
+		switch {
+		case info.Mode().IsRegular():
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			desc += fmt.Sprintf(" %x", sha256.Sum256(data))
+		case info.Mode()&fs.ModeSymlink != 0:
+			target, _ := os.Readlink(path)
+			desc += " -> " + target
+		}
+		snap[path] = desc
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+// stateDir holds a subnet file and a store with one allocation, as a node
+// in use has them.
+type stateDir struct{ dir, subnetFile, dataDir string }
+
+func newStateDir(t *testing.T) stateDir {
+	t.Helper()
+	d := t.TempDir()
+	s := stateDir{dir: d, subnetFile: filepath.Join(d, "run", "subnet.env"), dataDir: filepath.Join(d, "ipam")}
+	if err := os.MkdirAll(filepath.Dir(s.subnetFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := os.WriteFile(s.subnetFile, []byte("FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.21.1/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n"), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := runIPAM(t, override(env("ADD", "keep", "/proc/self/ns/net", "eth0")), s.conf(""))
+	if code != 0 {
+		t.Fatalf("setup ADD failed: %s %s", out, stderr)
+	}
+	return s
+}
+
+// conf is a valid netconf for the state dir with extra fields spliced in
+// (extra is `"key":value,...` or "").
+func (s stateDir) conf(extra string) string {
+	if extra != "" {
+		extra = "," + extra
+	}
+	return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft-ipam","subnetFile":%q,"dataDir":%q%s}`, s.subnetFile, s.dataDir, extra)
+}
+
+// TestBadRequests: every bad request gets the spec's JSON error with the
+// right code and a non-zero exit, no panic, and leaves the subnet file and
+// the store exactly as they were.
+func TestBadRequests(t *testing.T) {
+	s := newStateDir(t)
+	long := strings.Repeat("a", 10000)
+	good := s.conf("")
+	add := env("ADD", "c1", "/proc/self/ns/net", "eth0")
+	deep := strings.Repeat("[", 20000) + strings.Repeat("]", 20000)
+	prev := func(ip string) string {
+		return s.conf(`"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"` + ip + `/24","gateway":"172.7.21.1"}]}`)
+	}
+	const (
+		decode  = 6
+		envVar  = 4
+		badConf = 7
+		compat  = 1
+		other   = 999
+	)
+	tests := []struct {
+		name  string
+		env   map[string]string
+		stdin string
+		code  uint
+	}{
+		// Malformed input.
+		{"truncated json", add, good[:len(good)/2], decode},
+		{"not json", add, "weft please", decode},
+		{"empty stdin", add, "", decode},
+		{"json array", add, `[1,2,3]`, decode},
+		{"nested 20000 deep", add, deep, decode},
+		{"name is a number", add, `{"cniVersion":"1.1.0","name":7,"type":"weft-ipam"}`, decode},
+		{"cniVersion is a number", add, `{"cniVersion":1.1,"name":"weft","type":"weft-ipam"}`, decode},
+		{"etcdEndpoints is a string", add, s.conf(`"etcdEndpoints":"http://x:2379"`), decode},
+		{"ipam is a string", add, s.conf(`"ipam":"weft-ipam"`), decode},
+		{"dataDir is a number", add, s.conf(`"ipam":{"dataDir":42}`), decode},
+		{"ipMasq is a string", add, s.conf(`"ipMasq":"yes"`), decode},
+		{"mtu is a string", add, s.conf(`"mtu":"big"`), decode},
+		{"prevResult ips not a list", env("CHECK", "keep", "/proc/self/ns/net", "eth0"), s.conf(`"prevResult":{"cniVersion":"1.1.0","ips":"nope"}`), decode},
+		{"valid-attachments not a list", env("GC", "", "", ""), s.conf(`"cni.dev/valid-attachments":"keep"`), decode},
+		// Versions.
+		{"unknown cniVersion", add, `{"cniVersion":"9.9.9","name":"weft","type":"weft-ipam"}`, compat},
+		{"GC before 1.1.0", env("GC", "", "", ""), strings.Replace(good, `"1.1.0"`, `"0.4.0"`, 1), compat},
+		{"STATUS before 1.1.0", env("STATUS", "", "", ""), strings.Replace(good, `"1.1.0"`, `"1.0.0"`, 1), compat},
+		// CNI_* variables.
+		{"unknown command", env("FROB", "c1", "/proc/self/ns/net", "eth0"), good, envVar},
+		{"lower-case command", env("add", "c1", "/proc/self/ns/net", "eth0"), good, envVar},
+		{"missing container id", without(add, "CNI_CONTAINERID"), good, envVar},
+		{"container id ../etc", env("ADD", "../etc", "/proc/self/ns/net", "eth0"), good, envVar},
+		{"container id a/b", env("ADD", "a/b", "/proc/self/ns/net", "eth0"), good, envVar},
+		{"container id .", env("ADD", ".", "/proc/self/ns/net", "eth0"), good, envVar},
+		{"container id 10k chars", env("ADD", long, "/proc/self/ns/net", "eth0"), good, envVar},
+		{"container id with newline", env("ADD", "c1\nip 172.7.21.9 x eth0", "/proc/self/ns/net", "eth0"), good, envVar},
+		{"container id with space", env("ADD", "c 1", "/proc/self/ns/net", "eth0"), good, envVar},
+		{"container id with tab", env("ADD", "c\t1", "/proc/self/ns/net", "eth0"), good, envVar},
+		{"missing ifname", without(add, "CNI_IFNAME"), good, envVar},
+		{"ifname with /", env("ADD", "c1", "/proc/self/ns/net", "e/0"), good, envVar},
+		{"ifname ..", env("ADD", "c1", "/proc/self/ns/net", ".."), good, envVar},
+		{"ifname 10k chars", env("ADD", "c1", "/proc/self/ns/net", long), good, envVar},
+		{"missing netns", without(add, "CNI_NETNS"), good, envVar},
+		{"missing CNI_PATH", without(add, "CNI_PATH"), good, envVar},
+		{"DEL container id ../", env("DEL", "../keep", "/proc/self/ns/net", "eth0"), good, envVar},
+		{"DEL container id 10k", env("DEL", long, "/proc/self/ns/net", "eth0"), good, envVar},
+		{"CHECK container id ../", env("CHECK", "../keep", "/proc/self/ns/net", "eth0"), prev("172.7.21.2"), envVar},
+		// Network config.
+		{"network name ../x", add, `{"cniVersion":"1.1.0","name":"../x","type":"weft-ipam"}`, badConf},
+		{"network name missing", add, `{"cniVersion":"1.1.0","type":"weft-ipam"}`, badConf},
+		{"network name 10k chars", add, `{"cniVersion":"1.1.0","name":"` + long + `","type":"weft-ipam"}`, badConf},
+		{"network name with NUL", add, `{"cniVersion":"1.1.0","name":"we\u0000ft","type":"weft-ipam"}`, badConf},
+		{"relative dataDir", add, s.conf(`"ipam":{"dataDir":"ipam"}`), badConf},
+		{"dataDir ..", add, s.conf(`"ipam":{"dataDir":".."}`), badConf},
+		{"relative subnetFile", add, s.conf(`"ipam":{"subnetFile":"run/subnet.env"}`), badConf},
+		{"publicIP not an address", add, s.conf(`"publicIP":"10.0.0.300"`), badConf},
+		{"publicIP IPv6", add, s.conf(`"publicIP":"fe80::1"`), badConf},
+		{"publicIP unspecified", add, s.conf(`"publicIP":"0.0.0.0"`), badConf},
+		{"publicIP multicast", add, s.conf(`"publicIP":"224.0.0.1"`), badConf},
+		{"mtu out of range", add, s.conf(`"mtu":70000`), badConf},
+		{"mtu too small", add, s.conf(`"mtu":100`), badConf},
+		{"iface too long", add, s.conf(`"iface":"averyveryverylongiface"`), badConf},
+		{"empty etcd endpoint", add, s.conf(`"etcdEndpoints":[""]`), badConf},
+		{"GC with relative dataDir", env("GC", "", "", ""), s.conf(`"ipam":{"dataDir":"x"}`), badConf},
+		{"STATUS with no name", env("STATUS", "", "", ""), `{"cniVersion":"1.1.0","type":"weft-ipam"}`, badConf},
+		// prevResult that does not match the store.
+		{"CHECK prevResult names another address", override(env("CHECK", "keep", "/proc/self/ns/net", "eth0")), prev("172.7.21.77"), other},
+		{"CHECK of an unknown attachment", override(env("CHECK", "nobody", "/proc/self/ns/net", "eth0")), prev("172.7.21.2"), other},
+	}
+	if len(tests) < 40 {
+		t.Fatalf("only %d cases", len(tests))
+	}
+	before := snapshot(t, s.dir)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, stderr, exit := runIPAM(t, tt.env, tt.stdin)
+			if exit == 0 {
+				t.Fatalf("weft-ipam exited 0, want failure; stdout %s", out)
+			}
+			if strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine ") {
+				t.Fatalf("weft-ipam panicked:\n%s", stderr)
+			}
+			var got cniError
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatalf("exit %d with non-JSON stdout %q (stderr %q)", exit, out, stderr)
+			}
+			if got.Code != tt.code {
+				t.Errorf("code %d (%q), want %d", got.Code, got.Msg, tt.code)
+			}
+			if got.Msg == "" {
+				t.Error("error has no message")
+			}
+			if after := snapshot(t, s.dir); !maps.Equal(before, after) {
+				t.Fatalf("state changed on disk:\nbefore %v\nafter  %v", sorted(before), sorted(after))
+			}
+		})
+	}
+}
+
+func sorted(m map[string]string) []string {
+	var out []string
+	for k, v := range m {
+		out = append(out, k+": "+v)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestGoodRequests: the state dir the table runs against works: CHECK of
+// the kept attachment passes, and a repeated ADD returns its address.
+func TestGoodRequests(t *testing.T) {
+	s := newStateDir(t)
+	out, stderr, code := runIPAM(t, override(env("ADD", "keep", "/proc/self/ns/net", "eth0")), s.conf(""))
+	if code != 0 || !strings.Contains(string(out), "172.7.21.2/24") {
+		t.Fatalf("repeated ADD: exit %d, %s %s", code, out, stderr)
+	}
+	prev := s.conf(`"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"172.7.21.2/24","gateway":"172.7.21.1"}]}`)
+	if out, stderr, code := runIPAM(t, override(env("CHECK", "keep", "/proc/self/ns/net", "eth0")), prev); code != 0 {
+		t.Fatalf("CHECK: exit %d, %s %s", code, out, stderr)
+	}
+}
