@@ -61,6 +61,9 @@ func TestReliabilityEtcdTLS(t *testing.T) {
 				t.Fatalf("ADD succeeded: %s", out)
 			}
 			t.Logf("refused: %v", err)
+			if !strings.Contains(err.Error(), "etcd TLS") {
+				t.Errorf("the error does not name the TLS failure: %v", err)
+			}
 			if n.allocations(t) != 0 {
 				t.Error("an address was allocated")
 			}

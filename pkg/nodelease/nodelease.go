@@ -55,6 +55,7 @@ func Sync(ctx context.Context, c *Config, id Identity, log *slog.Logger) (*State
 	if err == nil {
 		return st, nil
 	}
+	err = explainTLS(c, err)
 	if prev != nil && errors.Is(err, ErrUnavailable) {
 		log.Warn("etcd unreachable, using the subnet file", "path", c.SubnetFile, "error", err)
 		return &State{File: prev, Degraded: err}, nil
@@ -180,4 +181,19 @@ func Available(ctx context.Context, c *Config) error {
 		return fmt.Errorf("%w: all %d subnets of %s are held", lease.ErrNoFreeSubnet, held, network.Network)
 	}
 	return nil
+}
+
+// explainTLS replaces an "etcd unavailable" timeout with the TLS failure
+// behind it (a wrong CA, a refused client certificate), a config error that
+// retrying will not cure.
+func explainTLS(c *Config, err error) error {
+	if !errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if perr := etcdclient.Probe(ctx, c.Etcd()); perr != nil {
+		return fmt.Errorf("%w: etcd TLS: %w", ErrConfig, perr)
+	}
+	return err
 }
