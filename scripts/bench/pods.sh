@@ -1,0 +1,191 @@
+# shellcheck shell=bash
+# Sections "pods" and "addpath" of scripts/bench/run.sh: pod network setup
+# through cnitool for weft and the reference plugins, and where the time of
+# an ADD and a DEL goes. Sourced by run.sh.
+
+# weft_conflist NODE [ETCD_PREFIX]: the node's weft conflist, as an operator
+# writes it (peerSyncInterval left at its default).
+weft_conflist() {
+	local dir prefix=${2:-/coreos.com/network}
+	dir=$(node_dir "$1")
+	mkdir -p "$dir/net.d"
+	cat >"$dir/net.d/10-weft.conflist" <<EOC
+{
+  "cniVersion": "1.1.0",
+  "name": "weft",
+  "plugins": [
+    {
+      "type": "weft",
+      "etcdEndpoints": ["$ETCD_ENDPOINTS"],
+      "etcdPrefix": "$prefix",
+      "iface": "eth0",
+      "subnetFile": "$dir/subnet.env",
+      "hairpinMode": false,
+      "ipMasq": true,
+      "ipam": {"type": "weft-ipam", "dataDir": "$dir/ipam"}
+    }
+  ]
+}
+EOC
+}
+
+# ref_conflist NODE SUBNET IPMASQ: bridge + host-local with the features
+# weft has: the bridge is the gateway and the default route, no hairpin, one
+# range equal to the node's subnet; masquerade per pod by the bridge plugin
+# (IPMASQ true) or not at all (false: flannel's chain, where flanneld
+# masquerades per node, as weft does).
+ref_conflist() {
+	local dir
+	dir=$(node_dir "$1")
+	mkdir -p "$dir/net.d"
+	cat >"$dir/net.d/10-ref.conflist" <<EOC
+{
+  "cniVersion": "1.1.0",
+  "name": "ref",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "isDefaultGateway": true,
+      "hairpinMode": false,
+      "ipMasq": $3,
+      "ipam": {"type": "host-local", "ranges": [[{"subnet": "$2"}]], "dataDir": "$dir/ipam"}
+    }
+  ]
+}
+EOC
+}
+
+cnitool_() {
+	local node=$1 path=$BIN
+	shift
+	[[ $node == ref* ]] && path=$REFBIN
+	in_ns "$node" env CNI_PATH="$path" NETCONFPATH="$(node_dir "$node")/net.d" "$BIN/cnitool" "$@"
+}
+
+subnet_of() { sed -n 's/^FLANNEL_SUBNET=//p' "$(node_dir "$1")/subnet.env" 2>/dev/null; }
+
+# network_of SUBNET_FILE_VALUE: 172.7.21.1/24 -> 172.7.21.0/24
+network_of() {
+	local ip=${1%/*} len=${1#*/}
+	[[ $len == 24 ]] || {
+		echo "bench: expected a /24 lease, got $1" >&2
+		return 1
+	}
+	echo "${ip%.*}.0/24"
+}
+
+# mk_pods NAME COUNT: empty namespaces <prefix>-NAME000… and <prefix>-NAMEwarm.
+mk_pods() {
+	local name=$1 count=$2 i
+	{
+		echo "netns add $(topo_ns "${name}warm")"
+		for ((i = 0; i < count; i++)); do
+			printf 'netns add %s%03d\n' "$(topo_ns "$name")" "$i"
+		done
+	} | ip -batch -
+}
+
+# prepare_pods: conflists of both sides, N empty pod namespaces each, and
+# the same warm-up for both: one ADD and DEL. The weft node's first ADD
+# takes its lease and writes the subnet file; the reference range is that
+# subnet. Idempotent.
+prepare_pods() {
+	[[ -e $TOPO_STATE/pods.ready ]] && return 0
+	weft_conflist node21
+	mk_pods w "$N"
+	mk_pods r "$N"
+	mk_pods f "$N"
+	cnitool_ node21 add weft "/var/run/netns/$(topo_ns wwarm)" >/dev/null
+	cnitool_ node21 del weft "/var/run/netns/$(topo_ns wwarm)"
+	POD_SUBNET=$(network_of "$(subnet_of node21)")
+	ref_conflist ref "$POD_SUBNET" true
+	ref_conflist refnm "$POD_SUBNET" false
+	cnitool_ ref add ref "/var/run/netns/$(topo_ns rwarm)" >/dev/null
+	cnitool_ ref del ref "/var/run/netns/$(topo_ns rwarm)"
+	cnitool_ refnm add ref "/var/run/netns/$(topo_ns fwarm)" >/dev/null
+	cnitool_ refnm del ref "/var/run/netns/$(topo_ns fwarm)"
+	echo "weft node21 holds $POD_SUBNET; reference range $POD_SUBNET"
+	echo "$POD_SUBNET" >"$TOPO_STATE/pods.ready"
+}
+
+# side_args: podsetup/addpath -side flags for weft and the reference.
+side_args() {
+	local nsdir=/var/run/netns
+	echo -side "weft=$nsdir/$(topo_ns node21),$BIN,$(node_dir node21)/net.d,weft,$nsdir/$(topo_ns w)" \
+		-side "ref=$nsdir/$(topo_ns ref),$REFBIN,$(node_dir ref)/net.d,ref,$nsdir/$(topo_ns r)" \
+		-side "ref-nomasq=$nsdir/$(topo_ns refnm),$REFBIN,$(node_dir refnm)/net.d,ref,$nsdir/$(topo_ns f)"
+}
+
+bench_pods() {
+	prepare_pods
+	local sub
+	sub=$(cat "$TOPO_STATE/pods.ready")
+	# shellcheck disable=SC2046 # side_args are flags
+	timeout 600 "$BIN/podsetup" -cnitool "$BIN/cnitool" -n "$N" -par "$PAR" -rounds "$PAR_ROUNDS" \
+		-json "$TOPO_STATE/pods.json" -targets "$MD/pods.targets" $(side_args) >"$MD/pods.table"
+	cat "$MD/pods.table"
+	{
+		echo "## 1. Pod network setup"
+		echo
+		echo "$N pods, each its own netns, driven by \`cnitool\` (one process per call) in a node namespace;"
+		echo "serial: $N ADDs one at a time then $N DELs one at a time, the sides interleaved call by call;"
+		echo "parallel: $N ADDs then $N DELs with $PAR at a time, one side after the other; $PAR_ROUNDS rounds, the"
+		echo "first side rotating; pods/s is the median of the rounds (each round's in brackets), latencies"
+		echo "are over all rounds' calls."
+		echo "Wall time of each cnitool process, measured by the driver (\`scripts/bench/podsetup\`)."
+		echo "Every side did one warm-up ADD and DEL first, and each has a node namespace of its own."
+		echo
+		echo "- **weft**: subnet file present and the bridge set up by that warm-up (no daemon running),"
+		echo "  \`peerSyncInterval\` at its default, masquerade on (weft's rules are per node)."
+		echo "- **ref**: \`bridge\` (isGateway, isDefaultGateway, hairpinMode false, ipMasq true) + \`host-local\`"
+		echo "  with range $sub: the same features, masquerade done by the bridge plugin per pod."
+		echo "- **ref-nomasq**: the same with ipMasq false, as flannel's CNI chain runs it when flanneld"
+		echo "  masquerades per node (\`--ip-masq\`, FLANNEL_IPMASQ=true), which is what an operator moving"
+		echo "  from flannel runs today."
+		echo
+		echo "IPAM data of all sides on the same disk. Targets are applied to serial p50 (ADD, DEL) and to"
+		echo "pods/s of both parallel phases, against each reference."
+		echo
+		cat "$MD/pods.table"
+	} >"$MD/pods.md"
+}
+
+bench_addpath() {
+	prepare_pods
+	local runs=$((N < 20 ? N : 20))
+	{
+		echo "### Where the time of an ADD and a DEL goes"
+		echo
+		echo "Per side, $runs ADDs then $runs DELs one at a time, then the same $((PAR < runs ? PAR : runs)) at a time, recorded with"
+		echo "\`perf record -a\` on kernel tracepoints (process fork/exec/exit; fsync, fdatasync, flock and the"
+		echo "socket calls of netlink), so the split costs almost nothing (\`scripts/bench/addpath\`). A child"
+		echo "process counts from its fork to its exit; lock waits from a process's first flock attempt on a"
+		echo "file to the one that succeeds; \"netlink syscalls\" is time inside sendto/recvfrom/sendmsg/recvmsg"
+		echo "of the plugin process, where the kernel carries out rtnetlink requests; the rest is CPU in the"
+		echo "plugin (Go runtime start, package init, Go code) and scheduling. Means per call."
+		echo
+	} >"$MD/addpath.md"
+	if ! command -v perf >/dev/null; then
+		echo "perf is not installed (Debian: linux-perf): the breakdown was skipped." | tee -a "$MD/addpath.md"
+		return 0
+	fi
+	# shellcheck disable=SC2046 # side_args are flags
+	timeout 300 "$BIN/addpath" -cnitool "$BIN/cnitool" -runs "$runs" -par "$PAR" -dir "$TOPO_STATE" \
+		-plugins "$BIN/weft,$REFBIN/bridge,$REFBIN/host-local,$BIN/weft-ipam" $(side_args) >"$TOPO_STATE/addpath.out"
+	tee -a "$MD/addpath.md" <"$TOPO_STATE/addpath.out"
+	rm -f "$TOPO_STATE/perf.data"
+	cat >>"$MD/addpath.md" <<'EOT'
+Reading the split: "cnitool" is the runtime's side, the same for every plugin. The netlink time is
+kernel work any bridge plugin pays (veth pair, move into the pod, addresses, routes; on DEL the veth
+deletion, which waits for RCU grace periods). What weft can still remove from its ADD: the iptables
+child processes (go-iptables' `iptables --version` in `iptables.New`, then `iptables -S POSTROUTING 1`
+and `-S FORWARD 1` for the front check, all under the node lock: with 20 ADDs at a time the lock
+wait row shows what that serialisation costs; the lock is polled with sleeps up to 20 ms rather than
+waited on), and the part of its process start above bridge's (the plugin binary links the
+etcd client, gRPC, protobuf and Prometheus, used only by the daemon and on first use; see the
+package init column). weft-ipam makes its state durable with two fsyncs (file and directory) per
+ADD and DEL; host-local writes without fsync.
+EOT
+}
