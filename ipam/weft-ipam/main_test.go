@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
+
+	"github.com/weft-cni/weft/internal/clitest"
 )
 
 var ipamBin string
@@ -20,43 +17,25 @@ var ipamBin string
 // TestMain builds weft-ipam once: bad requests are tested on the real
 // binary, as a runtime (or the bridge plugin) would call it.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "weft-ipam-test")
+	bin, dir, err := clitest.Build("weft-ipam")
 	if err != nil {
 		panic(err)
 	}
-	ipamBin = filepath.Join(dir, "weft-ipam")
-	if out, err := exec.Command("go", "build", "-o", ipamBin, ".").CombinedOutput(); err != nil {
-		panic(string(out))
-	}
+	ipamBin = bin
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+func runIPAM(t *testing.T, env map[string]string, stdin string) ([]byte, string, int) {
+	t.Helper()
+	return clitest.Run(t, ipamBin, env, stdin)
 }
 
 type cniError struct {
 	CNIVersion string `json:"cniVersion"`
 	Code       uint   `json:"code"`
 	Msg        string `json:"msg"`
-}
-
-// runIPAM runs the binary; out is stdout, code its exit status.
-func runIPAM(t *testing.T, env map[string]string, stdin string) (out []byte, stderr string, code int) {
-	t.Helper()
-	cmd := exec.Command(ipamBin)
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	cmd.Stdin = strings.NewReader(stdin)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	if exitErr, ok := err.(*exec.ExitError); ok {
-		code = exitErr.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running weft-ipam: %v", err)
-	}
-	return so.Bytes(), se.String(), code
 }
 
 func env(cmd, containerID, netns, ifname string) map[string]string {
@@ -67,55 +46,6 @@ func env(cmd, containerID, netns, ifname string) map[string]string {
 		}
 	}
 	return m
-}
-
-// override lets a call name the test's own netns (skel refuses that by
-// default, after ADD has run: see docs/reliability.md).
-func override(e map[string]string) map[string]string {
-	e = maps.Clone(e)
-	e["CNI_NETNS_OVERRIDE"] = "1"
-	return e
-}
-
-// without returns e minus key.
-func without(e map[string]string, key string) map[string]string {
-	e = maps.Clone(e)
-	delete(e, key)
-	return e
-}
-
-// snapshot describes every file under dir: mode, size, mtime, content hash
-// or link target. Two equal snapshots mean nothing on disk changed.
-func snapshot(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	snap := map[string]string{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		desc := fmt.Sprintf("%v %d %d", info.Mode(), info.Size(), info.ModTime().UnixNano())
-		switch {
-		case info.Mode().IsRegular():
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			desc += fmt.Sprintf(" %x", sha256.Sum256(data))
-		case info.Mode()&fs.ModeSymlink != 0:
-			target, _ := os.Readlink(path)
-			desc += " -> " + target
-		}
-		snap[path] = desc
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return snap
 }
 
 // stateDir holds a subnet file and a store with one allocation, as a node
@@ -133,7 +63,7 @@ func newStateDir(t *testing.T) stateDir {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, stderr, code := runIPAM(t, override(env("ADD", "keep", "/proc/self/ns/net", "eth0")), s.conf(""))
+	out, stderr, code := runIPAM(t, clitest.Override(env("ADD", "keep", "/proc/self/ns/net", "eth0")), s.conf(""))
 	if code != 0 {
 		t.Fatalf("setup ADD failed: %s %s", out, stderr)
 	}
@@ -196,7 +126,7 @@ func TestBadRequests(t *testing.T) {
 		// CNI_* variables.
 		{"unknown command", env("FROB", "c1", "/proc/self/ns/net", "eth0"), good, envVar},
 		{"lower-case command", env("add", "c1", "/proc/self/ns/net", "eth0"), good, envVar},
-		{"missing container id", without(add, "CNI_CONTAINERID"), good, envVar},
+		{"missing container id", clitest.Without(add, "CNI_CONTAINERID"), good, envVar},
 		{"container id ../etc", env("ADD", "../etc", "/proc/self/ns/net", "eth0"), good, envVar},
 		{"container id a/b", env("ADD", "a/b", "/proc/self/ns/net", "eth0"), good, envVar},
 		{"container id .", env("ADD", ".", "/proc/self/ns/net", "eth0"), good, envVar},
@@ -204,12 +134,12 @@ func TestBadRequests(t *testing.T) {
 		{"container id with newline", env("ADD", "c1\nip 172.7.21.9 x eth0", "/proc/self/ns/net", "eth0"), good, envVar},
 		{"container id with space", env("ADD", "c 1", "/proc/self/ns/net", "eth0"), good, envVar},
 		{"container id with tab", env("ADD", "c\t1", "/proc/self/ns/net", "eth0"), good, envVar},
-		{"missing ifname", without(add, "CNI_IFNAME"), good, envVar},
+		{"missing ifname", clitest.Without(add, "CNI_IFNAME"), good, envVar},
 		{"ifname with /", env("ADD", "c1", "/proc/self/ns/net", "e/0"), good, envVar},
 		{"ifname ..", env("ADD", "c1", "/proc/self/ns/net", ".."), good, envVar},
 		{"ifname 10k chars", env("ADD", "c1", "/proc/self/ns/net", long), good, envVar},
-		{"missing netns", without(add, "CNI_NETNS"), good, envVar},
-		{"missing CNI_PATH", without(add, "CNI_PATH"), good, envVar},
+		{"missing netns", clitest.Without(add, "CNI_NETNS"), good, envVar},
+		{"missing CNI_PATH", clitest.Without(add, "CNI_PATH"), good, envVar},
 		{"DEL container id ../", env("DEL", "../keep", "/proc/self/ns/net", "eth0"), good, envVar},
 		{"DEL container id 10k", env("DEL", long, "/proc/self/ns/net", "eth0"), good, envVar},
 		{"CHECK container id ../", env("CHECK", "../keep", "/proc/self/ns/net", "eth0"), prev("172.7.21.2"), envVar},
@@ -232,13 +162,13 @@ func TestBadRequests(t *testing.T) {
 		{"GC with relative dataDir", env("GC", "", "", ""), s.conf(`"ipam":{"dataDir":"x"}`), badConf},
 		{"STATUS with no name", env("STATUS", "", "", ""), `{"cniVersion":"1.1.0","type":"weft-ipam"}`, badConf},
 		// prevResult that does not match the store.
-		{"CHECK prevResult names another address", override(env("CHECK", "keep", "/proc/self/ns/net", "eth0")), prev("172.7.21.77"), other},
-		{"CHECK of an unknown attachment", override(env("CHECK", "nobody", "/proc/self/ns/net", "eth0")), prev("172.7.21.2"), other},
+		{"CHECK prevResult names another address", clitest.Override(env("CHECK", "keep", "/proc/self/ns/net", "eth0")), prev("172.7.21.77"), other},
+		{"CHECK of an unknown attachment", clitest.Override(env("CHECK", "nobody", "/proc/self/ns/net", "eth0")), prev("172.7.21.2"), other},
 	}
 	if len(tests) < 40 {
 		t.Fatalf("only %d cases", len(tests))
 	}
-	before := snapshot(t, s.dir)
+	before := clitest.Snapshot(t, s.dir)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			out, stderr, exit := runIPAM(t, tt.env, tt.stdin)
@@ -258,32 +188,23 @@ func TestBadRequests(t *testing.T) {
 			if got.Msg == "" {
 				t.Error("error has no message")
 			}
-			if after := snapshot(t, s.dir); !maps.Equal(before, after) {
-				t.Fatalf("state changed on disk:\nbefore %v\nafter  %v", sorted(before), sorted(after))
+			if after := clitest.Snapshot(t, s.dir); !maps.Equal(before, after) {
+				t.Fatalf("state changed on disk:\nbefore %v\nafter  %v", clitest.Lines(before), clitest.Lines(after))
 			}
 		})
 	}
-}
-
-func sorted(m map[string]string) []string {
-	var out []string
-	for k, v := range m {
-		out = append(out, k+": "+v)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // TestGoodRequests: the state dir the table runs against works: CHECK of
 // the kept attachment passes, and a repeated ADD returns its address.
 func TestGoodRequests(t *testing.T) {
 	s := newStateDir(t)
-	out, stderr, code := runIPAM(t, override(env("ADD", "keep", "/proc/self/ns/net", "eth0")), s.conf(""))
+	out, stderr, code := runIPAM(t, clitest.Override(env("ADD", "keep", "/proc/self/ns/net", "eth0")), s.conf(""))
 	if code != 0 || !strings.Contains(string(out), "172.7.21.2/24") {
 		t.Fatalf("repeated ADD: exit %d, %s %s", code, out, stderr)
 	}
 	prev := s.conf(`"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"172.7.21.2/24","gateway":"172.7.21.1"}]}`)
-	if out, stderr, code := runIPAM(t, override(env("CHECK", "keep", "/proc/self/ns/net", "eth0")), prev); code != 0 {
+	if out, stderr, code := runIPAM(t, clitest.Override(env("CHECK", "keep", "/proc/self/ns/net", "eth0")), prev); code != 0 {
 		t.Fatalf("CHECK: exit %d, %s %s", code, out, stderr)
 	}
 }

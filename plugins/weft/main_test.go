@@ -1,21 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"syscall"
 	"testing"
+
+	"github.com/weft-cni/weft/internal/clitest"
 
 	"github.com/weft-cni/weft/pkg/ipam"
 )
@@ -25,17 +22,27 @@ var pluginBin string
 // TestMain builds the plugin once: bad requests are tested on the real
 // binary, as a runtime would call it.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "weft-plugin-test")
+	bin, dir, err := clitest.Build("weft")
 	if err != nil {
 		panic(err)
 	}
-	pluginBin = filepath.Join(dir, "weft")
-	if out, err := exec.Command("go", "build", "-o", pluginBin, ".").CombinedOutput(); err != nil {
-		panic(string(out))
-	}
+	pluginBin = bin
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// runPlugin runs the plugin; on failure stdout must be the spec's JSON error.
+func runPlugin(t *testing.T, env map[string]string, stdin string) (cniError, int) {
+	t.Helper()
+	stdout, stderr, code := clitest.Run(t, pluginBin, env, stdin)
+	var out cniError
+	if code != 0 {
+		if err := json.Unmarshal(stdout, &out); err != nil {
+			t.Fatalf("exit %d with non-JSON stdout %q (stderr %q)", code, stdout, stderr)
+		}
+	}
+	return out, code
 }
 
 type cniError struct {
@@ -44,60 +51,11 @@ type cniError struct {
 	Msg        string `json:"msg"`
 }
 
-func runPlugin(t *testing.T, env map[string]string, stdin string) (cniError, int) {
-	t.Helper()
-	cmd := exec.Command(pluginBin)
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	cmd.Stdin = strings.NewReader(stdin)
-	if os.Geteuid() == 0 {
-		// A request that wrongly got through must not touch the host's
-		// network: as root each call runs in a network namespace of its own.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if exitErr, ok := err.(*exec.ExitError); ok {
-		code = exitErr.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running plugin: %v", err)
-	}
-	if strings.Contains(stderr.String(), "panic") || strings.Contains(stderr.String(), "goroutine ") {
-		t.Fatalf("plugin panicked:\n%s", stderr.String())
-	}
-	var out cniError
-	if code != 0 {
-		if jerr := json.Unmarshal(stdout.Bytes(), &out); jerr != nil {
-			t.Fatalf("exit %d with non-JSON stdout %q (stderr %q)", code, stdout.String(), stderr.String())
-		}
-	}
-	return out, code
-}
-
 // noLeaseConf names a subnet file that does not exist and no etcd.
 const noLeaseConf = `{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":"/nonexistent/weft-test/subnet.env","ipam":{"dataDir":"/nonexistent/weft-test/ipam"}}`
 
 func env(cmd, containerID, netns, ifname string) map[string]string {
 	return map[string]string{"CNI_COMMAND": cmd, "CNI_CONTAINERID": containerID, "CNI_NETNS": netns, "CNI_IFNAME": ifname, "CNI_PATH": "/nonexistent"}
-}
-
-// without returns e minus key.
-func without(e map[string]string, key string) map[string]string {
-	e = maps.Clone(e)
-	delete(e, key)
-	return e
-}
-
-// override lets a call name the plugin's own netns, which skel refuses by
-// default only after ADD has run (see docs/reliability.md).
-func override(e map[string]string) map[string]string {
-	e = maps.Clone(e)
-	e["CNI_NETNS_OVERRIDE"] = "1"
-	return e
 }
 
 // stateDir holds a subnet file and an IPAM store with one allocation, as a
@@ -137,45 +95,6 @@ func (s stateDir) conf(extra, ipamExtra string) string {
 	}
 	return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":%q%s,"ipam":{"type":"weft-ipam","dataDir":%q%s}}`,
 		s.subnetFile, extra, s.dataDir, ipamExtra)
-}
-
-// snapshot describes every file under dir: mode, size, mtime, content hash
-// or link target. Equal snapshots mean nothing on disk changed.
-func snapshot(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	snap := map[string]string{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		desc := fmt.Sprintf("%v %d %d", info.Mode(), info.Size(), info.ModTime().UnixNano())
-		if info.Mode().IsRegular() {
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			desc += fmt.Sprintf(" %x", sha256.Sum256(data))
-		}
-		snap[path] = desc
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return snap
-}
-
-func sorted(m map[string]string) []string {
-	var out []string
-	for k, v := range m {
-		out = append(out, k+": "+v)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // TestBadRequests: every bad request gets the spec's JSON error with the
@@ -234,9 +153,9 @@ func TestBadRequests(t *testing.T) {
 		{"STATUS before 1.1.0", env("STATUS", "", "", ""), strings.Replace(goodConf, `"1.1.0"`, `"1.0.0"`, 1), 1},
 		// CNI_* variables.
 		{"lower-case command", env("add", "c1", "/proc/self/ns/net", "eth0"), goodConf, 4},
-		{"missing netns", without(add, "CNI_NETNS"), goodConf, 4},
-		{"missing CNI_PATH", without(add, "CNI_PATH"), goodConf, 4},
-		{"missing ifname", without(add, "CNI_IFNAME"), goodConf, 4},
+		{"missing netns", clitest.Without(add, "CNI_NETNS"), goodConf, 4},
+		{"missing CNI_PATH", clitest.Without(add, "CNI_PATH"), goodConf, 4},
+		{"missing ifname", clitest.Without(add, "CNI_IFNAME"), goodConf, 4},
 		{"container id with newline", env("ADD", "c1\nip 172.7.21.9 x eth0", "/proc/self/ns/net", "eth0"), goodConf, 4},
 		{"container id with space", env("ADD", "c 1", "/proc/self/ns/net", "eth0"), goodConf, 4},
 		{"container id .", env("ADD", ".", "/proc/self/ns/net", "eth0"), goodConf, 4},
@@ -245,7 +164,7 @@ func TestBadRequests(t *testing.T) {
 		{"netns is a directory", env("ADD", "c1", "/tmp", "eth0"), goodConf, 4},
 		{"netns is a relative path", env("ADD", "c1", "netns/pod", "eth0"), goodConf, 4},
 		{"netns is a mount namespace", env("ADD", "c1", "/proc/self/ns/mnt", "eth0"), goodConf, 4},
-		{"netns is the plugin's own", override(env("ADD", "c1", "/proc/self/ns/net", "eth0")), goodConf, 4},
+		{"netns is the plugin's own", clitest.Override(env("ADD", "c1", "/proc/self/ns/net", "eth0")), goodConf, 4},
 		{"netns 10k chars", env("ADD", "c1", "/"+long, "eth0"), goodConf, 4},
 		{"DEL container id ../", env("DEL", "../keep", "/proc/self/ns/net", "eth0"), goodConf, 4},
 		{"DEL ifname with /", env("DEL", "keep", "/proc/self/ns/net", "e/0"), goodConf, 4},
@@ -264,18 +183,18 @@ func TestBadRequests(t *testing.T) {
 		{"ADD with bad ipam publicIP", add, st.conf("", `"publicIP":"nope"`), 7},
 		{"GC with relative ipam dataDir", env("GC", "", "", ""), st.conf("", `"dataDir":"x"`), 7},
 		// prevResult that does not match the pod.
-		{"CHECK prevResult for a missing interface", override(env("CHECK", "keep", "/proc/self/ns/net", "eth0")),
+		{"CHECK prevResult for a missing interface", clitest.Override(env("CHECK", "keep", "/proc/self/ns/net", "eth0")),
 			st.conf(`"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"172.7.21.2/24","gateway":"172.7.21.1"}]}`, ""), 999},
 	}
 	if len(tests) < 40 {
 		t.Fatalf("only %d cases", len(tests))
 	}
-	before := snapshot(t, st.dir)
+	before := clitest.Snapshot(t, st.dir)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			defer func() {
-				if after := snapshot(t, st.dir); !maps.Equal(before, after) {
-					t.Fatalf("state changed on disk:\nbefore %v\nafter  %v", sorted(before), sorted(after))
+				if after := clitest.Snapshot(t, st.dir); !maps.Equal(before, after) {
+					t.Fatalf("state changed on disk:\nbefore %v\nafter  %v", clitest.Lines(before), clitest.Lines(after))
 				}
 			}()
 			got, exit := runPlugin(t, tt.env, tt.stdin)
