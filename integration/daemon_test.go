@@ -205,3 +205,27 @@ func TestDaemonSurvivesOutages(t *testing.T) {
 		}
 	})
 }
+
+// TestHostGWUnreachablePeer: a host-gw peer on another segment cannot be
+// routed to; unlike flannel, weft says so in `weft status` and keeps routing
+// to the peers it can reach.
+func TestHostGWUnreachablePeer(t *testing.T) {
+	rc := newRoutedCluster(t, seedNetwork)
+	for _, n := range rc.nodes() {
+		n.startDaemon(t)
+	}
+	for _, n := range rc.nodes() {
+		n.waitReady(t)
+	}
+	rc.n21.waitRoute(t, rc.n22.subnet(t), rc.n22.IP(), true)
+	status := []string{Bin(t, "weft"), "status", "--etcd-endpoints=" + rc.endpoint, "--iface=eth0",
+		"--subnet-file=" + filepath.Join(rc.n21.dir, "subnet.env")}
+	out, err := rc.n21.Try(status...)
+	if err == nil {
+		t.Fatalf("weft status passed with an unroutable peer:\n%s", out)
+	}
+	want := fmt.Sprintf("%s is not directly reachable", rc.n31.IP())
+	if !strings.Contains(out+err.Error(), want) {
+		t.Errorf("weft status does not say %q:\n%s\n%v", want, out, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -197,6 +198,7 @@ func (s *syncer) reconcileLocked(ctx context.Context) {
 	s.metrics.SetPeers(len(peers))
 	s.metrics.RouteChanges(res.Upserted, res.Removed)
 	s.metrics.SetRoutes(max(0, len(desired)-failures(err)))
+	s.metrics.SetUnreachablePeers(unreachable(err))
 	if err != nil {
 		s.metrics.ReconcileError(metrics.ErrRoutes)
 		if msg := err.Error(); msg != s.lastErr {
@@ -253,6 +255,25 @@ func failures(err error) int {
 		return len(j.Unwrap())
 	}
 	return 1
+}
+
+// unreachable counts the route failures whose gateway is not directly
+// reachable (a host-gw peer on another segment).
+func unreachable(err error) int {
+	if err == nil {
+		return 0
+	}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	n := 0
+	for _, e := range errs {
+		if errors.Is(e, syscall.ENETUNREACH) {
+			n++
+		}
+	}
+	return n
 }
 
 // loggedProgrammer logs each change it makes, so operators see routes follow nodes.

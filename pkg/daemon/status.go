@@ -213,7 +213,7 @@ func statusRoutes(r *Report, p route.Programmer, network, self netip.Prefix, lea
 	r.add(true, "peers", "%d", len(peers))
 	for _, want := range desired {
 		if slices.ContainsFunc(upsert, func(u route.Route) bool { return u.Dst == want.Dst }) {
-			r.add(false, "peer", "%s: route missing or wrong (%s)", want, describe(actual, want.Dst))
+			r.add(false, "peer", "%s: route missing or wrong (%s)%s", want, describe(actual, want.Dst), reachHint(p, want.Gateway))
 		} else {
 			r.add(true, "peer", "%s: route present", want)
 		}
@@ -221,6 +221,21 @@ func statusRoutes(r *Report, p route.Programmer, network, self netip.Prefix, lea
 	for _, stale := range remove {
 		r.add(false, "stale route", "%s: no lease holds this subnet", stale)
 	}
+}
+
+// reachHint says when a peer's PublicIP is not on a connected segment: host-gw
+// cannot route to it (flannel fails silently there).
+func reachHint(p route.Programmer, gw netip.Addr) string {
+	o, ok := p.(interface {
+		OnLink(netip.Addr) (bool, error)
+	})
+	if !ok {
+		return ""
+	}
+	if onLink, err := o.OnLink(gw); err == nil && !onLink {
+		return fmt.Sprintf("; %s is not directly reachable: host-gw needs every node on one segment (use vxlan, or vxlan with DirectRouting)", gw)
+	}
+	return ""
 }
 
 // describe says what the kernel has for dst.

@@ -42,6 +42,7 @@ type Metrics struct {
 	reconcileErrors *prometheus.CounterVec
 	watchRestarts   *prometheus.CounterVec
 	ruleRepairs     prometheus.Counter
+	unreachable     prometheus.Gauge
 	ready           prometheus.Gauge
 	fullSync        prometheus.Histogram
 }
@@ -57,6 +58,8 @@ func New() *Metrics {
 			Help: "1 while the node holds a subnet lease that has not expired."}),
 		leaseAcquired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "lease_acquisitions_total",
 			Help: "Times the node acquired or re-acquired its subnet lease."}),
+		unreachable: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "unreachable_peers",
+			Help: "Peers whose PublicIP is not directly reachable, so host-gw cannot route to them."}),
 		peers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "peers",
 			Help: "Other nodes holding a subnet lease."}),
 		routes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "routes_programmed",
@@ -75,7 +78,7 @@ func New() *Metrics {
 			Help:    "Time to list every lease and reconcile the routes against them.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 	}
-	m.reg.MustRegister(m.leaseExpiry, m.leaseHeld, m.leaseAcquired, m.peers, m.routes, m.routeChanges,
+	m.reg.MustRegister(m.unreachable, m.leaseExpiry, m.leaseHeld, m.leaseAcquired, m.peers, m.routes, m.routeChanges,
 		m.reconcileErrors, m.watchRestarts, m.ruleRepairs, m.ready, m.fullSync,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, op := range []string{"upsert", "remove"} {
@@ -114,6 +117,9 @@ func (m *Metrics) LeaseAcquired() { m.leaseAcquired.Inc() }
 
 // SetPeers records how many other nodes hold a lease.
 func (m *Metrics) SetPeers(n int) { m.peers.Set(float64(n)) }
+
+// SetUnreachablePeers records how many peers host-gw cannot route to.
+func (m *Metrics) SetUnreachablePeers(n int) { m.unreachable.Set(float64(n)) }
 
 // SetRoutes records how many peer routes are in place.
 func (m *Metrics) SetRoutes(n int) { m.routes.Set(float64(n)) }

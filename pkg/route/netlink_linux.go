@@ -124,3 +124,18 @@ func family(a netip.Addr) int {
 	}
 	return netlink.FAMILY_V6
 }
+
+// OnLink reports whether ip is reachable without a gateway: on a connected
+// segment, as host-gw needs its peers to be.
+func (Netlink) OnLink(ip netip.Addr) (bool, error) {
+	routes, err := netlink.RouteGet(ip.AsSlice())
+	if err != nil {
+		return false, fmt.Errorf("route lookup for %s: %w", ip, err)
+	}
+	for _, r := range routes {
+		if r.Gw == nil {
+			return true, nil
+		}
+	}
+	return false, nil
+}
