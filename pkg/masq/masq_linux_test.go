@@ -3,7 +3,6 @@ package masq
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"slices"
@@ -11,8 +10,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/weft-cni/weft/internal/nstest"
+
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/coreos/go-iptables/iptables"
 )
 
@@ -23,23 +23,10 @@ var testNetwork = netip.MustParsePrefix("198.18.0.0/16")
 // newNS creates a network namespace that is removed when the test ends.
 func newNS(t *testing.T) ns.NetNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs the real iptables inside a network namespace the test creates")
-	}
 	if _, err := exec.LookPath("iptables"); err != nil {
 		t.Skipf("needs the iptables command: %v", err)
 	}
-	target, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("creating network namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		target.Close()
-		if err := testutils.UnmountNS(target); err != nil {
-			t.Errorf("removing network namespace: %v", err)
-		}
-	})
-	return target
+	return nstest.New(t, "runs the real iptables")
 }
 
 // inNS runs fn with the calling OS thread in target, and checks first that a

@@ -4,35 +4,19 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/weft-cni/weft/internal/nstest"
+
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 )
 
 // newNS creates a network namespace that is removed when the test ends.
-func newNS(t *testing.T) ns.NetNS {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: programs routes in a network namespace the test creates")
-	}
-	target, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("creating network namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		target.Close()
-		if err := testutils.UnmountNS(target); err != nil {
-			t.Errorf("removing network namespace: %v", err)
-		}
-	})
-	return target
-}
+func newNS(t *testing.T) ns.NetNS { return nstest.New(t, "programs routes") }
 
 // addLink creates, in the calling thread's namespace, a veth pair whose
 // both ends are up, with addr on the end called name, and returns its index.
