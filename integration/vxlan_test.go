@@ -22,6 +22,7 @@ var (
 // "lan", node31 on segment "b" behind a router.
 type routedCluster struct {
 	*cluster
+	b             *Segment
 	n21, n22, n31 *node
 }
 
@@ -30,7 +31,7 @@ func newRoutedCluster(t *testing.T, network string) *routedCluster {
 	b := c.tp.Segment("b")
 	c.tp.Router("router", c.seg, routerA, b, routerB)
 	c.etcd.AddRoute(t, segB, routerA.Addr())
-	rc := &routedCluster{cluster: c}
+	rc := &routedCluster{cluster: c, b: b}
 	rc.n21 = c.node(t, "node21", node21Addr, nil)
 	rc.n22 = c.node(t, "node22", node22Addr, nil)
 	lan := c.seg
@@ -238,6 +239,23 @@ func TestVXLANDirectRouting(t *testing.T) {
 				if from != to {
 					if err := Ping(to, ip); err != nil {
 						t.Errorf("after restart, ping -> %s: %v", ip, err)
+					}
+				}
+			}
+		}
+	})
+	t.Run("the choice follows the underlay", func(t *testing.T) {
+		// node22 joins node31's segment: node31 becomes directly reachable.
+		n22.Attach(t, rc.b, "eth1", netip.MustParsePrefix("10.4.8.22/24"))
+		waitLine(n22, fmt.Sprintf("%s via %s dev eth1", s31, n31.IP()), true, "ip", "route")
+		waitLine(n22, onlink(n22, n31), false, "ip", "route")
+		for pod, ip := range pods {
+			if strings.HasSuffix(pod, "node31-pod") {
+				for from := range pods {
+					if strings.HasSuffix(from, "node22-pod") {
+						if err := Ping(from, ip); err != nil {
+							t.Errorf("node22's pod -> node31's pod over the new direct path: %v", err)
+						}
 					}
 				}
 			}

@@ -37,7 +37,7 @@ func Apply(n Node, leases []lease.Lease, prune bool) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("%w: %w", ErrDevice, err)
 	}
-	conn, err := Connected(under.Attrs().Index)
+	conn, err := Connected(link.Attrs().Index)
 	if err != nil {
 		return State{}, fmt.Errorf("%w: %w", ErrDevice, err)
 	}
@@ -47,24 +47,23 @@ func Apply(n Node, leases []lease.Lease, prune bool) (State, error) {
 	return desired, err
 }
 
-// Connected returns the prefixes of the link's IPv4 addresses: the segments
-// this node reaches without a gateway.
-func Connected(linkIndex int) ([]netip.Prefix, error) {
-	link, err := netlink.LinkByIndex(linkIndex)
+// Connected returns the prefixes of the node's IPv4 addresses on every link
+// but the vxlan device itself (and host-scope ones): the segments this node
+// reaches without a gateway. It is read at every reconcile, so the
+// DirectRouting choice follows the underlay as links come and go.
+func Connected(vxlanIndex int) ([]netip.Prefix, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
-		return nil, fmt.Errorf("underlay link %d: %w", linkIndex, err)
-	}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, fmt.Errorf("listing addresses of %s: %w", link.Attrs().Name, err)
+		return nil, fmt.Errorf("listing addresses: %w", err)
 	}
 	var out []netip.Prefix
 	for _, a := range addrs {
 		ip, ok := netip.AddrFromSlice(a.IP.To4())
-		ones, _ := a.Mask.Size()
-		if ok {
-			out = append(out, netip.PrefixFrom(ip, ones).Masked())
+		if !ok || a.LinkIndex == vxlanIndex || a.Scope == int(netlink.SCOPE_HOST) {
+			continue
 		}
+		ones, _ := a.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip, ones).Masked())
 	}
 	return out, nil
 }
