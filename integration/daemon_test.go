@@ -229,3 +229,27 @@ func TestHostGWUnreachablePeer(t *testing.T) {
 		t.Errorf("weft status does not say %q:\n%s\n%v", want, out, err)
 	}
 }
+
+// TestDaemonPublicIPCIDR: a lease whose PublicIP lies outside
+// --public-ip-cidr is ignored rather than routed.
+func TestDaemonPublicIPCIDR(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n21, n22 := c.node(t, "node21", node21Addr, nil), c.node(t, "node22", node22Addr, nil)
+	n22.startDaemon(t)
+	n22.waitReady(t)
+	n21.startDaemon(t, "--public-ip-cidr=10.4.7.0/24")
+	n21.waitReady(t)
+	n21.waitRoute(t, n22.subnet(t), n22.IP(), true)
+	forged := netip.MustParsePrefix("172.7.99.0/24")
+	c.etcdctl(t, "put", "/coreos.com/network/subnets/172.7.99.0-24", `{"PublicIP":"10.4.7.99","PublicIPv6":null,"BackendType":"host-gw"}`)
+	n21.waitRoute(t, forged, netip.MustParseAddr("10.4.7.99"), true) // inside: routed
+	c.etcdctl(t, "put", "/coreos.com/network/subnets/172.7.99.0-24", `{"PublicIP":"192.0.2.9","PublicIPv6":null,"BackendType":"host-gw"}`)
+	n21.waitRoute(t, forged, netip.MustParseAddr("10.4.7.99"), false)
+	// The next route resync has run once the daemon re-marks readiness; the
+	// outside lease must still have no route.
+	n22.Run(t, "ip", "route", "del", n21.subnet(t).String())
+	n22.waitRoute(t, n21.subnet(t), n21.IP(), true) // node22's own resync ran meanwhile
+	if routes := Routes(t, n21.Host); strings.Contains(routes, forged.String()) {
+		t.Errorf("node21 routes a lease outside --public-ip-cidr:\n%s", routes)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 var outsideAddr = netip.MustParsePrefix("10.4.7.50/24")
@@ -82,9 +83,7 @@ func TestSeedCluster(t *testing.T) {
 		docker := []string{"-s", s21.String(), "!", "-o", "docker0", "-j", "MASQUERADE"}
 		n21.Run(t, append([]string{"iptables", "-t", "nat", "-I", "POSTROUTING", "1"}, docker...)...)
 		server, client := pods[n22][0], pods[n21][0]
-		if got := SourceIPSeen(t, server, ips[server], client); got != n21.IP() {
-			t.Fatalf("with docker's rule first the server saw %s; the scenario needs it masqueraded to %s", got, n21.IP())
-		}
+		seenSourceIP(t, server, ips[server], client, n21.IP(), "docker's rule first masquerades pod traffic (the scenario's premise)")
 		n21.add(t, c.tp.PodNS(t, "21d"))
 		rules := n21.natRules(t)
 		if len(rules) < 2 || rules[1] != "-A POSTROUTING -m comment --comment weft -j WEFT-POSTRTG" {
@@ -93,9 +92,8 @@ func TestSeedCluster(t *testing.T) {
 		if n := strings.Count(strings.Join(rules, "\n"), "WEFT-POSTRTG"); n != 1 {
 			t.Errorf("%d jumps to WEFT-POSTRTG, want 1", n)
 		}
-		if got := SourceIPSeen(t, server, ips[server], client); got != ips[client] {
-			t.Errorf("after ADD the server saw %s, want the client pod's %s", got, ips[client])
-		}
+		// Poll: a connection can be lost while the rules change under it.
+		seenSourceIP(t, server, ips[server], client, ips[client], "after ADD the server sees the client pod's own IP")
 	})
 	t.Run("no rule or route duplicated by repeated ADDs", func(t *testing.T) {
 		nat := n21.Run(t, "iptables-save", "-t", "nat")
@@ -163,4 +161,16 @@ func TestEtcdDownFastPath(t *testing.T) {
 	if first == second || !n21.subnet(t).Contains(second) {
 		t.Fatalf("with etcd down got %s after %s, want a distinct address in %s", second, first, n21.subnet(t))
 	}
+}
+
+// seenSourceIP polls until a fresh connection from client to a server in
+// server arrives with source want.
+func seenSourceIP(t *testing.T, server string, serverIP netip.Addr, client string, want netip.Addr, what string) {
+	t.Helper()
+	srv, addr := ServeSrcIP(t, server, serverIP)
+	defer srv.Stop()
+	WaitFor(t, 15*time.Second, what, func() (bool, error) {
+		got, err := DialSrcIP(client, addr)
+		return err == nil && got == want, nil
+	})
 }

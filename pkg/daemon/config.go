@@ -46,11 +46,14 @@ type Config struct {
 	// Ifaces are the --iface values in order, each an interface name or an
 	// IPv4 address; the first that resolves is used. None means the
 	// interface of the default route.
-	Ifaces     []string
-	PublicIP   netip.Addr // zero: the first IPv4 address of the interface
-	SubnetFile string     // absolute
-	IPMasq     bool
-	Bridge     string
+	Ifaces   []string
+	PublicIP netip.Addr // zero: the first IPv4 address of the interface
+	// PublicIPCIDR, when valid, is the node network: leases whose PublicIP
+	// lies outside it are ignored with a warning.
+	PublicIPCIDR netip.Prefix
+	SubnetFile   string // absolute
+	IPMasq       bool
+	Bridge       string
 
 	HealthzIP   netip.Addr
 	HealthzPort int // 0 serves nothing, as flanneld
@@ -70,6 +73,7 @@ type rawFlags struct {
 	endpoints, prefix, ca, cert, key string
 	ifaces                           stringList
 	publicIP, subnetFile, bridge     string
+	publicIPCIDR                     string
 	ipMasq                           bool
 	healthzIP                        string
 	healthzPort                      int
@@ -103,6 +107,7 @@ func newFlagSet(name string, r *rawFlags) *flag.FlagSet {
 	fs.StringVar(&r.cert, "etcd-certfile", "", "client certificate file for etcd")
 	fs.StringVar(&r.key, "etcd-keyfile", "", "client key file for etcd")
 	fs.Var(&r.ifaces, "iface", "interface (name or IPv4 address) for inter-host traffic; repeat to try each in order (default: the default route's)")
+	fs.StringVar(&r.publicIPCIDR, "public-ip-cidr", "", "the node network: leases whose public IP is outside it are ignored with a warning (default: none)")
 	fs.StringVar(&r.publicIP, "public-ip", "", "IPv4 address other nodes reach this node at (default: the first address of --iface)")
 	fs.StringVar(&r.subnetFile, "subnet-file", subnetfile.DefaultPath, "file the node's subnet is written to (flannel's subnet.env format)")
 	fs.BoolVar(&r.ipMasq, "ip-masq", true, "masquerade traffic from pods to outside the cluster network (flanneld's default is false)")
@@ -223,6 +228,13 @@ func (r *rawFlags) node(c *Config, errs *problems) {
 			errs.add("--public-ip %q is not a unicast IPv4 address", r.publicIP)
 		}
 		c.PublicIP = ip
+	}
+	if r.publicIPCIDR != "" {
+		p, err := netip.ParsePrefix(r.publicIPCIDR)
+		if err != nil || !p.Addr().Is4() {
+			errs.add("--public-ip-cidr %q is not an IPv4 CIDR", r.publicIPCIDR)
+		}
+		c.PublicIPCIDR = p.Masked()
 	}
 	for _, iface := range c.Ifaces {
 		if _, err := netip.ParseAddr(iface); err != nil && !validIfName(iface) {

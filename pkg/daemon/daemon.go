@@ -162,7 +162,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		overlay = LinuxOverlay(id)
 	}
 	s := &syncer{store: d.store, routes: loggedProgrammer{d.routes, d.log}, overlay: overlay, clock: d.clock, log: d.log,
-		metrics: d.metrics, state: &d.state, relist: d.cfg.Relist, lost: k.signalLost, synced: d.routesSynced, lock: d.lock}
+		metrics: d.metrics, state: &d.state, relist: d.cfg.Relist, lost: k.signalLost, synced: d.routesSynced, lock: d.lock,
+		publicIPCIDR: d.cfg.PublicIPCIDR}
 	r := &ruleKeeper{ipt: d.ipt, clock: d.clock, log: d.log, metrics: d.metrics, state: &d.state,
 		ipMasq: d.cfg.IPMasq, period: d.cfg.IPTablesResync, kick: d.ruleKick, checked: d.kickNode, lock: d.lock}
 	k.onLease = func(network *netconf.Config, own *lease.Lease) { d.onLease(network, own, id) }

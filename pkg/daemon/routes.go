@@ -49,6 +49,9 @@ type syncer struct {
 	listed   bool
 	lastErr  string // last reconcile error, logged once
 	warnedIP map[netip.Prefix]bool
+	// publicIPCIDR, when valid, is where peers' PublicIPs must lie; other
+	// leases are ignored with a warning rather than routed.
+	publicIPCIDR netip.Prefix
 }
 
 func (s *syncer) run(ctx context.Context) {
@@ -222,13 +225,10 @@ func (s *syncer) peersLocked(own *lease.Lease) []route.Peer {
 			continue
 		}
 		if l.Attrs.PublicIP == own.Attrs.PublicIP {
-			if !s.warnedIP[subnet] {
-				s.log.Warn("ignoring another lease of this node's public IP", "subnet", subnet, "public_ip", l.Attrs.PublicIP)
-				if s.warnedIP == nil {
-					s.warnedIP = map[netip.Prefix]bool{}
-				}
-				s.warnedIP[subnet] = true
-			}
+			s.warnOnce(subnet, "ignoring another lease of this node's public IP", l.Attrs.PublicIP)
+			continue
+		}
+		if !s.admitted(l) {
 			continue
 		}
 		peers = append(peers, route.Peer{Subnet: subnet, PublicIP: l.Attrs.PublicIP})
@@ -241,9 +241,34 @@ func (s *syncer) peersLocked(own *lease.Lease) []route.Peer {
 func (s *syncer) leaseListLocked() []lease.Lease {
 	out := make([]lease.Lease, 0, len(s.leases))
 	for _, l := range s.leases {
-		out = append(out, l)
+		if s.admitted(l) {
+			out = append(out, l)
+		}
 	}
 	return out
+}
+
+// admitted applies --public-ip-cidr: a lease whose PublicIP lies outside it
+// is ignored with a warning (a forged or misconfigured lease must not pull
+// pod traffic to an arbitrary address).
+func (s *syncer) admitted(l lease.Lease) bool {
+	if !s.publicIPCIDR.IsValid() || s.publicIPCIDR.Contains(l.Attrs.PublicIP) {
+		return true
+	}
+	s.warnOnce(l.Subnet, "ignoring a lease whose public IP is outside --public-ip-cidr "+s.publicIPCIDR.String(), l.Attrs.PublicIP)
+	return false
+}
+
+// warnOnce logs msg once per subnet.
+func (s *syncer) warnOnce(subnet netip.Prefix, msg string, ip netip.Addr) {
+	if s.warnedIP[subnet] {
+		return
+	}
+	s.log.Warn(msg, "subnet", subnet, "public_ip", ip)
+	if s.warnedIP == nil {
+		s.warnedIP = map[netip.Prefix]bool{}
+	}
+	s.warnedIP[subnet] = true
 }
 
 // failures counts the errors joined in err.
