@@ -58,7 +58,8 @@ demo: deps build tools
 demo-down:
 	scripts/demo.sh down
 
-bench: deps build tools
+bench: build tools
+	@scripts/install-deps.sh bench
 	scripts/bench/run.sh
 
 clean:
