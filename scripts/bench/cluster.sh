@@ -87,11 +87,11 @@ dataplane_case() {
 
 	local r bw node_bw=() pod_bw=()
 	for ((r = 1; r <= IPERF_ROUNDS; r++)); do
-		bw=$(iperf_mbps "$a" "$addr_b" $((port + 1)))
-		[[ -n $bw ]] || { echo "$name: iperf3 node to node failed" >&2; return 1; }
+		bw=$(iperf_mbps "$a" "$addr_b" $((port + 1))) || bw=
+		[[ -n $bw ]] || { dataplane_failed "$name" "iperf3 node to node, round $r" "$a" "$b"; return 1; }
 		node_bw+=("$bw")
-		bw=$(iperf_mbps "$a-dp" "$ipb" "$port")
-		[[ -n $bw ]] || { echo "$name: iperf3 pod to pod failed" >&2; return 1; }
+		bw=$(iperf_mbps "$a-dp" "$ipb" "$port") || bw=
+		[[ -n $bw ]] || { dataplane_failed "$name" "iperf3 pod to pod, round $r" "$a" "$b"; return 1; }
 		pod_bw+=("$bw")
 		echo "$name: iperf3 round $r: node ${node_bw[-1]} Mbit/s, pod ${pod_bw[-1]} Mbit/s"
 	done
@@ -125,17 +125,50 @@ dataplane_case() {
 	fi
 }
 
+# dataplane_failed NAME WHAT A B: record a failed measurement, with the
+# state of both nodes and pods, in the section log and the report.
+dataplane_failed() {
+	local name=$1 what=$2 a=$3 b=$4 n
+	echo "$name: $what failed; state of the nodes follows" >&2
+	for n in "$a" "$b" "$a-dp" "$b-dp"; do
+		echo "--- $n: ip route; ip neigh" >&2
+		ip -n "$(topo_ns "$n")" route >&2 || true
+		ip -n "$(topo_ns "$n")" neigh >&2 || true
+	done
+	for n in "$a" "$b"; do
+		echo "--- daemon-$n log (tail)" >&2
+		tail -n 5 "$(log_of "daemon-$n")" >&2 || true
+	done
+	echo "| $name | **$what failed** (state in the section log) | | | | | | | |" >>"$MD/dataplane.paths"
+}
+
+# run_case NAME A B PORT: dataplane_case in a subshell with errexit on (a
+# function called as an `if` or `||` operand would run with it off); a
+# failure is recorded in FAILED_CASES and does not stop the other cases.
+FAILED_CASES=()
+run_case() {
+	local rc=0
+	set +e
+	(
+		set -e
+		dataplane_case "$@"
+	)
+	rc=$?
+	set -e
+	((rc == 0)) || FAILED_CASES+=("$1")
+}
+
 bench_dataplane() {
 	: >"$MD/dataplane.paths"
 	: >"$MD/dataplane.ratios"
 	ensure_daemons
-	dataplane_case host-gw node21 node22 5201
+	run_case host-gw node21 node22 5201
 	ensure_pair "${VXLAN_NODES[0]}" "${VXLAN_NODES[2]}" /weftbench-vxlan/network \
 		'{"Network": "172.8.0.0/16", "Backend": {"Type": "vxlan"}}'
-	dataplane_case vxlan "${VXLAN_NODES[0]}" "${VXLAN_NODES[2]}" 5211
+	run_case vxlan "${VXLAN_NODES[0]}" "${VXLAN_NODES[2]}" 5211
 	ensure_pair "${VXLANDR_NODES[0]}" "${VXLANDR_NODES[2]}" /weftbench-vxlandr/network \
 		'{"Network": "172.9.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}'
-	dataplane_case vxlan+DirectRouting "${VXLANDR_NODES[0]}" "${VXLANDR_NODES[2]}" 5221
+	run_case vxlan+DirectRouting "${VXLANDR_NODES[0]}" "${VXLANDR_NODES[2]}" 5221
 	{
 		echo "## 2. Data plane"
 		echo
@@ -165,6 +198,10 @@ bench_dataplane() {
 		echo "through conntrack."
 	} >"$MD/dataplane.md"
 	cat "$MD/dataplane.md"
+	if ((${#FAILED_CASES[@]})); then
+		echo "data plane: failed cases: ${FAILED_CASES[*]}" >&2
+		return 1
+	fi
 }
 
 # summary_of FILE KEY: KEY=VALUE from the "summary" line a ctlplane run

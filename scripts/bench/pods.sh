@@ -179,13 +179,12 @@ bench_addpath() {
 	cat >>"$MD/addpath.md" <<'EOT'
 Reading the split: "cnitool" is the runtime's side, the same for every plugin. The netlink time is
 kernel work any bridge plugin pays (veth pair, move into the pod, addresses, routes; on DEL the veth
-deletion, which waits for RCU grace periods). What weft can still remove from its ADD: the iptables
-child processes (go-iptables' `iptables --version` in `iptables.New`, then `iptables -S POSTROUTING 1`
-and `-S FORWARD 1` for the front check, all under the node lock: with 20 ADDs at a time the lock
-wait row shows what that serialisation costs; the lock is polled with sleeps up to 20 ms rather than
-waited on), and the part of its process start above bridge's (the plugin binary links the
-etcd client, gRPC, protobuf and Prometheus, used only by the daemon and on first use; see the
-package init column). weft-ipam makes its state durable with two fsyncs (file and directory) per
-ADD and DEL; host-local writes without fsync.
+deletion, which waits for RCU grace periods). Plugins differ in the child processes they wait for
+(iptables, nft, an IPAM plugin), in lock waits, and in their own start: compare the VERSION call
+and package init of each binary above (weft's binary also carries the daemon, the etcd client, gRPC,
+protobuf and Prometheus). An iptables row under weft with well under one call per ADD is the full
+rule check of a first use or of a periodic peer sync (`peerSyncInterval`), not the per-pod path.
+weft-ipam makes its state durable with two fsyncs (file and directory) per ADD and DEL; host-local
+writes without fsync.
 EOT
 }
