@@ -139,9 +139,9 @@ func TestReliabilityRepair(t *testing.T) {
 		if ok, _ := repaired(t, n21, s22, n22.IP()); !ok {
 			t.Fatalf("not repaired by ADD:\n%s\n%s", n21.Run(t, "iptables-save"), Routes(t, n21.Host))
 		}
-		if err := Ping(a, ipB); err != nil {
-			t.Errorf("after the repair: %v", err)
-		}
+		WaitFor(t, 10*time.Second, "pods reach each other after the ADD's repair", func() (bool, error) {
+			return Ping(a, ipB) == nil, nil
+		})
 	})
 	t.Run("next ADD on the fast path restores the jump", func(t *testing.T) {
 		n21.writeConflist(t, map[string]any{"cniVersion": "1.1.0", "name": "weft", "plugins": []any{
@@ -161,8 +161,8 @@ func TestReliabilityRepair(t *testing.T) {
 			return repaired(t, n21, s22, n22.IP())
 		})
 		t.Logf("daemon repaired everything in %s (resync periods 1s)", time.Since(start).Round(10*time.Millisecond))
-		if err := Ping(a, ipB); err != nil {
-			t.Errorf("after the daemon's repair: %v", err)
-		}
+		WaitFor(t, 10*time.Second, "pods reach each other after the daemon's repair", func() (bool, error) {
+			return Ping(a, ipB) == nil, nil
+		})
 	})
 }
