@@ -58,8 +58,7 @@ demo: deps build tools
 demo-down:
 	scripts/demo.sh down
 
-bench: build tools
-	@scripts/install-deps.sh bench
+bench: deps build tools
 	scripts/bench/run.sh
 
 clean:

@@ -25,7 +25,7 @@ func LockNode(ctx context.Context, dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening node lock %s: %w", path, err)
 	}
-	for wait := 100 * time.Microsecond; ; wait = min(2*wait, 2*time.Millisecond) {
+	for wait := 200 * time.Microsecond; ; wait = min(2*wait, 20*time.Millisecond) {
 		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 		if err != unix.EWOULDBLOCK && err != unix.EINTR {
 			break
