@@ -18,19 +18,22 @@ import (
 	"testing"
 )
 
-// Build compiles the package in the current directory into a temporary
-// directory; call it from TestMain and remove dir when done.
-func Build(name string) (bin, dir string, err error) {
-	dir, err = os.MkdirTemp("", name+"-test")
+// Main is a TestMain body: it builds the package in the current directory
+// into a temporary directory, stores the binary's path in *bin, runs the
+// tests, removes the build and exits with the tests' status.
+func Main(m *testing.M, name string, bin *string) {
+	dir, err := os.MkdirTemp("", name+"-test")
 	if err != nil {
-		return "", "", err
+		panic(err)
 	}
-	bin = filepath.Join(dir, name)
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	*bin = filepath.Join(dir, name)
+	if out, err := exec.Command("go", "build", "-o", *bin, ".").CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		return "", "", fmt.Errorf("building %s: %w: %s", name, err, out)
+		panic(fmt.Sprintf("building %s: %v: %s", name, err, out))
 	}
-	return bin, dir, nil
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // Run executes bin with exactly env and stdin. As root it runs in a network

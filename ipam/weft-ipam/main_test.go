@@ -16,16 +16,7 @@ var ipamBin string
 
 // TestMain builds weft-ipam once: bad requests are tested on the real
 // binary, as a runtime (or the bridge plugin) would call it.
-func TestMain(m *testing.M) {
-	bin, dir, err := clitest.Build("weft-ipam")
-	if err != nil {
-		panic(err)
-	}
-	ipamBin = bin
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clitest.Main(m, "weft-ipam", &ipamBin) }
 
 func runIPAM(t *testing.T, env map[string]string, stdin string) ([]byte, string, int) {
 	t.Helper()

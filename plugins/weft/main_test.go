@@ -21,16 +21,7 @@ var pluginBin string
 
 // TestMain builds the plugin once: bad requests are tested on the real
 // binary, as a runtime would call it.
-func TestMain(m *testing.M) {
-	bin, dir, err := clitest.Build("weft")
-	if err != nil {
-		panic(err)
-	}
-	pluginBin = bin
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clitest.Main(m, "weft", &pluginBin) }
 
 // runPlugin runs the plugin; on failure stdout must be the spec's JSON error.
 func runPlugin(t *testing.T, env map[string]string, stdin string) (cniError, int) {
