@@ -56,6 +56,17 @@ func TestReliabilityEtcdUnreachable(t *testing.T) {
 		if err := Ping(pod, ipB); err != nil {
 			t.Errorf("new pod cannot reach %s: %v", ipB, err)
 		}
+		// The failed sync is recorded on the bridge: the next ADDs use the
+		// subnet file until the retry is due instead of each waiting.
+		alias := n21.Run(t, "cat", "/sys/class/net/weft0/ifalias")
+		if !strings.Contains(alias, "weft lease "+s21.String()+" synced ") || !strings.Contains(alias, " retry ") {
+			t.Errorf("bridge alias after a degraded sync = %q, want the lease and a retry time", alias)
+		}
+		start = time.Now()
+		if ip := n21.add(t, c.tp.PodNS(t, "during2")); !s21.Contains(ip) {
+			t.Errorf("second ADD during the outage got %s outside %s", ip, s21)
+		}
+		t.Logf("the next ADD during the outage took %s", time.Since(start).Round(time.Millisecond))
 	})
 	t.Run("STATUS", func(t *testing.T) {
 		if _, err := n21.call(t, "STATUS", "", "", n21.netconf(t, 0, nil)); err != nil {

@@ -29,37 +29,81 @@ const DefaultBridge = "weft0"
 const aliasPrefix = "weft lease "
 
 // Ready reports whether the bridge exists and was set up for file's lease
-// less than maxAge ago: when it is, ADD skips etcd, routes and the full rule
-// check. maxAge 0 means every call re-syncs.
+// less than maxAge ago, or a sync failed for want of etcd and its retry is
+// not due yet (MarkDegraded): when it is, ADD skips etcd, routes and the full
+// rule check. maxAge 0 means every call re-syncs while etcd answers.
 func Ready(bridge string, file *subnetfile.File, maxAge time.Duration, now time.Time) (netlink.Link, bool) {
 	link, err := netlink.LinkByName(bridge)
 	if err != nil {
 		return nil, false
 	}
-	lease, synced, ok := parseAlias(link.Attrs().Alias)
-	return link, ok && lease == file.Lease() && now.Sub(synced) < maxAge && !synced.After(now)
+	m, ok := parseAlias(link.Attrs().Alias)
+	return link, ok && m.trusted(file.Lease(), maxAge, now)
 }
 
-// The alias reads "weft lease 172.7.21.0/24 synced 1732470000".
-func alias(file *subnetfile.File, now time.Time) string {
-	return fmt.Sprintf("%s%s synced %d", aliasPrefix, file.Lease(), now.Unix())
+// trusted reports whether the mark lets an ADD for lease skip the sync: it
+// names that lease and either its sync is younger than maxAge or a retry
+// after a failed sync is not due yet. Marks from the future (a clock set
+// back) are not trusted.
+func (m mark) trusted(lease netip.Prefix, maxAge time.Duration, now time.Time) bool {
+	if m.lease != lease || m.synced.After(now) {
+		return false
+	}
+	fresh := now.Sub(m.synced) < maxAge
+	waiting := now.Before(m.retry) && m.retry.Sub(now) <= DegradedRetry
+	return fresh || waiting
 }
 
-func parseAlias(s string) (netip.Prefix, time.Time, bool) {
+// DegradedRetry is how long ADDs use the subnet file without trying etcd
+// again after a sync found etcd unreachable: during an outage, at most one
+// ADD in this period waits for the sync timeout.
+const DegradedRetry = 15 * time.Second
+
+// mark is what the bridge's alias records: the lease it was set up for, the
+// last complete sync and, after a failed one, when to try again. The alias
+// reads "weft lease 172.7.21.0/24 synced 1732470000" or, degraded,
+// "weft lease 172.7.21.0/24 synced 1732470000 retry 1732470015".
+type mark struct {
+	lease         netip.Prefix
+	synced, retry time.Time
+}
+
+func (m mark) String() string {
+	s := fmt.Sprintf("%s%s synced %d", aliasPrefix, m.lease, m.synced.Unix())
+	if !m.retry.IsZero() {
+		s += fmt.Sprintf(" retry %d", m.retry.Unix())
+	}
+	return s
+}
+
+func parseAlias(s string) (mark, bool) {
 	rest, ok := strings.CutPrefix(s, aliasPrefix)
 	if !ok {
-		return netip.Prefix{}, time.Time{}, false
+		return mark{}, false
 	}
-	subnet, unix, ok := strings.Cut(rest, " synced ")
-	lease, err := netip.ParsePrefix(subnet)
-	if !ok || err != nil {
-		return netip.Prefix{}, time.Time{}, false
+	fields := strings.Fields(rest)
+	if (len(fields) != 3 && len(fields) != 5) || fields[1] != "synced" || (len(fields) == 5 && fields[3] != "retry") {
+		return mark{}, false
 	}
-	secs, err := strconv.ParseInt(unix, 10, 64)
-	if err != nil {
-		return netip.Prefix{}, time.Time{}, false
+	var m mark
+	var err error
+	if m.lease, err = netip.ParsePrefix(fields[0]); err != nil {
+		return mark{}, false
 	}
-	return lease, time.Unix(secs, 0), true
+	if m.synced, ok = parseUnix(fields[2]); !ok {
+		return mark{}, false
+	}
+	if len(fields) == 5 {
+		if m.retry, ok = parseUnix(fields[4]); !ok {
+			return mark{}, false
+		}
+	}
+	return m, true
+}
+
+func parseUnix(s string) (time.Time, bool) {
+	secs, err := strconv.ParseInt(s, 10, 64)
+	return time.Unix(secs, 0), err == nil
 }
 
 // EnsureBridge creates the bridge if needed, gives it the gateway address
@@ -111,8 +155,23 @@ func setGateway(link netlink.Link, gw netip.Prefix) error {
 
 // MarkReady records on the bridge that setup is complete for file's lease.
 func MarkReady(link netlink.Link, file *subnetfile.File, now time.Time) error {
-	if err := netlink.LinkSetAlias(link, alias(file, now)); err != nil {
-		return fmt.Errorf("marking bridge %s ready: %w", link.Attrs().Name, err)
+	return setMark(link, mark{lease: file.Lease(), synced: now})
+}
+
+// MarkDegraded records that a sync for file's lease could not reach etcd at
+// now: ADDs use the subnet file until now+DegradedRetry, then try again. The
+// last complete sync stays recorded.
+func MarkDegraded(link netlink.Link, file *subnetfile.File, now time.Time) error {
+	m := mark{lease: file.Lease(), synced: time.Unix(0, 0), retry: now.Add(DegradedRetry)}
+	if old, ok := parseAlias(link.Attrs().Alias); ok && old.lease == m.lease {
+		m.synced = old.synced
+	}
+	return setMark(link, m)
+}
+
+func setMark(link netlink.Link, m mark) error {
+	if err := netlink.LinkSetAlias(link, m.String()); err != nil {
+		return fmt.Errorf("marking bridge %s for lease %s: %w", link.Attrs().Name, m.lease, err)
 	}
 	return nil
 }

@@ -18,8 +18,13 @@ import (
 )
 
 // SyncTimeout bounds one sync with etcd: a plugin call must not hang on an
-// unreachable etcd.
-const SyncTimeout = 5 * time.Second
+// unreachable etcd. FallbackSyncTimeout bounds it when a subnet file exists
+// to fall back on: a healthy etcd answers in milliseconds, and a pod should
+// not wait long for a sync it can do without.
+const (
+	SyncTimeout         = 5 * time.Second
+	FallbackSyncTimeout = 2 * time.Second
+)
 
 // ErrUnavailable marks failures that may pass if retried (etcd unreachable);
 // the plugin maps it to CNI's "try again later".
@@ -64,7 +69,11 @@ func Sync(ctx context.Context, c *Config, id Identity, log *slog.Logger) (*State
 }
 
 func syncEtcd(ctx context.Context, c *Config, id Identity, prev *subnetfile.File) (*State, error) {
-	ctx, cancel := context.WithTimeout(ctx, SyncTimeout)
+	timeout := SyncTimeout
+	if prev != nil {
+		timeout = FallbackSyncTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cli, err := etcdclient.New(c.Etcd(), nil)
 	if err != nil {

@@ -180,6 +180,10 @@ func firstUse(ctx context.Context, conf *NetConf, file *subnetfile.File) (*subne
 	}
 	if complete && routeErr == nil {
 		err = hostnet.MarkReady(link, file, time.Now())
+	} else {
+		// etcd away or a peer unroutable: the next ADDs use the subnet file
+		// and retry after hostnet.DegradedRetry, not each one waiting.
+		err = hostnet.MarkDegraded(link, file, time.Now())
 	}
 	return file, link, err
 }
