@@ -122,3 +122,26 @@ func Lines(snap map[string]string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// ForeignNetns returns the path of a network namespace that is neither the
+// test's nor the plugin's: a sleeping child in a new network namespace (and,
+// without root, a new user namespace), killed at cleanup. Nothing is
+// configured in it; it is where a good request's pod would live.
+func ForeignNetns(t testing.TB) string {
+	t.Helper()
+	cmd := exec.Command("sleep", "3600")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	if uid, gid := os.Geteuid(), os.Getegid(); uid != 0 {
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting a process in a network namespace of its own: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)
+}

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
@@ -17,6 +18,7 @@ import (
 	"github.com/weft-cni/weft/pkg/cnierr"
 	"github.com/weft-cni/weft/pkg/ipam"
 	"github.com/weft-cni/weft/pkg/ipamcni"
+	"github.com/weft-cni/weft/pkg/podnet"
 )
 
 // callTimeout bounds one invocation (lock waits, etcd on first use).
@@ -60,6 +62,9 @@ func validAttachment(a ipam.Attachment) error {
 func cmdAdd(args *skel.CmdArgs) error {
 	return run(args, func(c *call) error {
 		if err := validAttachment(c.attach); err != nil {
+			return err
+		}
+		if err := usableNetns(args.Netns); err != nil {
 			return err
 		}
 		file, err := c.cfg.Subnet(c.ctx, log)
@@ -113,4 +118,15 @@ func cmdStatus(args *skel.CmdArgs) error {
 		}
 		return nil
 	})
+}
+
+// usableNetns refuses, before anything is allocated, a CNI_NETNS that is not
+// a network namespace or is the plugin's own: skel checks the latter only
+// after ADD has run, which would leave the address allocated.
+func usableNetns(path string) error {
+	podNS, err := podnet.OpenNS(path)
+	if err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_NETNS %q is not a usable network namespace", path), err.Error())
+	}
+	return podNS.Close()
 }

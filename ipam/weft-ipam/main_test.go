@@ -41,12 +41,12 @@ func env(cmd, containerID, netns, ifname string) map[string]string {
 
 // stateDir holds a subnet file and a store with one allocation, as a node
 // in use has them.
-type stateDir struct{ dir, subnetFile, dataDir string }
+type stateDir struct{ dir, subnetFile, dataDir, netns string }
 
 func newStateDir(t *testing.T) stateDir {
 	t.Helper()
 	d := t.TempDir()
-	s := stateDir{dir: d, subnetFile: filepath.Join(d, "run", "subnet.env"), dataDir: filepath.Join(d, "ipam")}
+	s := stateDir{dir: d, subnetFile: filepath.Join(d, "run", "subnet.env"), dataDir: filepath.Join(d, "ipam"), netns: clitest.ForeignNetns(t)}
 	if err := os.MkdirAll(filepath.Dir(s.subnetFile), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func newStateDir(t *testing.T) stateDir {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, stderr, code := runIPAM(t, clitest.Override(env("ADD", "keep", "/proc/self/ns/net", "eth0")), s.conf(""))
+	out, stderr, code := runIPAM(t, env("ADD", "keep", s.netns, "eth0"), s.conf(""))
 	if code != 0 {
 		t.Fatalf("setup ADD failed: %s %s", out, stderr)
 	}
@@ -77,7 +77,7 @@ func TestBadRequests(t *testing.T) {
 	s := newStateDir(t)
 	long := strings.Repeat("a", 10000)
 	good := s.conf("")
-	add := env("ADD", "c1", "/proc/self/ns/net", "eth0")
+	add := env("ADD", "c1", s.netns, "eth0")
 	deep := strings.Repeat("[", 20000) + strings.Repeat("]", 20000)
 	prev := func(ip string) string {
 		return s.conf(`"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"` + ip + `/24","gateway":"172.7.21.1"}]}`)
@@ -108,32 +108,36 @@ func TestBadRequests(t *testing.T) {
 		{"dataDir is a number", add, s.conf(`"ipam":{"dataDir":42}`), decode},
 		{"ipMasq is a string", add, s.conf(`"ipMasq":"yes"`), decode},
 		{"mtu is a string", add, s.conf(`"mtu":"big"`), decode},
-		{"prevResult ips not a list", env("CHECK", "keep", "/proc/self/ns/net", "eth0"), s.conf(`"prevResult":{"cniVersion":"1.1.0","ips":"nope"}`), decode},
+		{"prevResult ips not a list", env("CHECK", "keep", s.netns, "eth0"), s.conf(`"prevResult":{"cniVersion":"1.1.0","ips":"nope"}`), decode},
 		{"valid-attachments not a list", env("GC", "", "", ""), s.conf(`"cni.dev/valid-attachments":"keep"`), decode},
 		// Versions.
 		{"unknown cniVersion", add, `{"cniVersion":"9.9.9","name":"weft","type":"weft-ipam"}`, compat},
 		{"GC before 1.1.0", env("GC", "", "", ""), strings.Replace(good, `"1.1.0"`, `"0.4.0"`, 1), compat},
 		{"STATUS before 1.1.0", env("STATUS", "", "", ""), strings.Replace(good, `"1.1.0"`, `"1.0.0"`, 1), compat},
 		// CNI_* variables.
-		{"unknown command", env("FROB", "c1", "/proc/self/ns/net", "eth0"), good, envVar},
-		{"lower-case command", env("add", "c1", "/proc/self/ns/net", "eth0"), good, envVar},
+		{"unknown command", env("FROB", "c1", s.netns, "eth0"), good, envVar},
+		{"lower-case command", env("add", "c1", s.netns, "eth0"), good, envVar},
 		{"missing container id", clitest.Without(add, "CNI_CONTAINERID"), good, envVar},
-		{"container id ../etc", env("ADD", "../etc", "/proc/self/ns/net", "eth0"), good, envVar},
-		{"container id a/b", env("ADD", "a/b", "/proc/self/ns/net", "eth0"), good, envVar},
-		{"container id .", env("ADD", ".", "/proc/self/ns/net", "eth0"), good, envVar},
-		{"container id 10k chars", env("ADD", long, "/proc/self/ns/net", "eth0"), good, envVar},
-		{"container id with newline", env("ADD", "c1\nip 172.7.21.9 x eth0", "/proc/self/ns/net", "eth0"), good, envVar},
-		{"container id with space", env("ADD", "c 1", "/proc/self/ns/net", "eth0"), good, envVar},
-		{"container id with tab", env("ADD", "c\t1", "/proc/self/ns/net", "eth0"), good, envVar},
+		{"container id ../etc", env("ADD", "../etc", s.netns, "eth0"), good, envVar},
+		{"container id a/b", env("ADD", "a/b", s.netns, "eth0"), good, envVar},
+		{"container id .", env("ADD", ".", s.netns, "eth0"), good, envVar},
+		{"container id 10k chars", env("ADD", long, s.netns, "eth0"), good, envVar},
+		{"container id with newline", env("ADD", "c1\nip 172.7.21.9 x eth0", s.netns, "eth0"), good, envVar},
+		{"container id with space", env("ADD", "c 1", s.netns, "eth0"), good, envVar},
+		{"container id with tab", env("ADD", "c\t1", s.netns, "eth0"), good, envVar},
 		{"missing ifname", clitest.Without(add, "CNI_IFNAME"), good, envVar},
-		{"ifname with /", env("ADD", "c1", "/proc/self/ns/net", "e/0"), good, envVar},
-		{"ifname ..", env("ADD", "c1", "/proc/self/ns/net", ".."), good, envVar},
-		{"ifname 10k chars", env("ADD", "c1", "/proc/self/ns/net", long), good, envVar},
+		{"ifname with /", env("ADD", "c1", s.netns, "e/0"), good, envVar},
+		{"ifname ..", env("ADD", "c1", s.netns, ".."), good, envVar},
+		{"ifname 10k chars", env("ADD", "c1", s.netns, long), good, envVar},
 		{"missing netns", clitest.Without(add, "CNI_NETNS"), good, envVar},
+		{"netns does not exist", env("ADD", "c1", "/var/run/netns/weft-no-such-ns", "eth0"), good, envVar},
+		{"netns is a directory", env("ADD", "c1", s.dir, "eth0"), good, envVar},
+		{"netns is a mount namespace", env("ADD", "c1", "/proc/self/ns/mnt", "eth0"), good, envVar},
+		{"netns is the plugin's own", clitest.Override(env("ADD", "c1", "/proc/self/ns/net", "eth0")), good, envVar},
 		{"missing CNI_PATH", clitest.Without(add, "CNI_PATH"), good, envVar},
-		{"DEL container id ../", env("DEL", "../keep", "/proc/self/ns/net", "eth0"), good, envVar},
-		{"DEL container id 10k", env("DEL", long, "/proc/self/ns/net", "eth0"), good, envVar},
-		{"CHECK container id ../", env("CHECK", "../keep", "/proc/self/ns/net", "eth0"), prev("172.7.21.2"), envVar},
+		{"DEL container id ../", env("DEL", "../keep", s.netns, "eth0"), good, envVar},
+		{"DEL container id 10k", env("DEL", long, s.netns, "eth0"), good, envVar},
+		{"CHECK container id ../", env("CHECK", "../keep", s.netns, "eth0"), prev("172.7.21.2"), envVar},
 		// Network config.
 		{"network name ../x", add, `{"cniVersion":"1.1.0","name":"../x","type":"weft-ipam"}`, badConf},
 		{"network name missing", add, `{"cniVersion":"1.1.0","type":"weft-ipam"}`, badConf},
@@ -153,8 +157,8 @@ func TestBadRequests(t *testing.T) {
 		{"GC with relative dataDir", env("GC", "", "", ""), s.conf(`"ipam":{"dataDir":"x"}`), badConf},
 		{"STATUS with no name", env("STATUS", "", "", ""), `{"cniVersion":"1.1.0","type":"weft-ipam"}`, badConf},
 		// prevResult that does not match the store.
-		{"CHECK prevResult names another address", clitest.Override(env("CHECK", "keep", "/proc/self/ns/net", "eth0")), prev("172.7.21.77"), other},
-		{"CHECK of an unknown attachment", clitest.Override(env("CHECK", "nobody", "/proc/self/ns/net", "eth0")), prev("172.7.21.2"), other},
+		{"CHECK prevResult names another address", env("CHECK", "keep", s.netns, "eth0"), prev("172.7.21.77"), other},
+		{"CHECK of an unknown attachment", env("CHECK", "nobody", s.netns, "eth0"), prev("172.7.21.2"), other},
 	}
 	if len(tests) < 40 {
 		t.Fatalf("only %d cases", len(tests))
@@ -190,12 +194,12 @@ func TestBadRequests(t *testing.T) {
 // the kept attachment passes, and a repeated ADD returns its address.
 func TestGoodRequests(t *testing.T) {
 	s := newStateDir(t)
-	out, stderr, code := runIPAM(t, clitest.Override(env("ADD", "keep", "/proc/self/ns/net", "eth0")), s.conf(""))
+	out, stderr, code := runIPAM(t, env("ADD", "keep", s.netns, "eth0"), s.conf(""))
 	if code != 0 || !strings.Contains(string(out), "172.7.21.2/24") {
 		t.Fatalf("repeated ADD: exit %d, %s %s", code, out, stderr)
 	}
 	prev := s.conf(`"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"172.7.21.2/24","gateway":"172.7.21.1"}]}`)
-	if out, stderr, code := runIPAM(t, clitest.Override(env("CHECK", "keep", "/proc/self/ns/net", "eth0")), prev); code != 0 {
+	if out, stderr, code := runIPAM(t, env("CHECK", "keep", s.netns, "eth0"), prev); code != 0 {
 		t.Fatalf("CHECK: exit %d, %s %s", code, out, stderr)
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/weft-cni/weft/pkg/cnierr"
 	"github.com/weft-cni/weft/pkg/hostnet"
@@ -60,13 +59,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 // openPodNS opens the pod's namespace and refuses one where ifName exists
 // already, before any state changes.
 func openPodNS(path, ifName string) (ns.NetNS, error) {
-	podNS, err := ns.GetNS(path)
-	if err == nil {
-		err = checkPodNS(podNS)
-		if err != nil {
-			podNS.Close()
-		}
-	}
+	podNS, err := podnet.OpenNS(path)
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_NETNS %q is not a usable network namespace", path), err.Error())
 	}
@@ -247,31 +240,4 @@ func release(ctx context.Context, conf *NetConf, args *skel.CmdArgs) error {
 		return cfg.Del(ctx, attachment(args))
 	}
 	return invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil)
-}
-
-// nsGetNSType is the NS_GET_NSTYPE ioctl (linux/nsfs.h).
-const nsGetNSType = 0xb703
-
-// checkPodNS refuses a namespace that is not a network namespace, or that is
-// the node's own: a pod interface, address and default route must never
-// land in the node (skel only notices after ADD has run).
-func checkPodNS(podNS ns.NetNS) error {
-	kind, err := unix.IoctlRetInt(int(podNS.Fd()), nsGetNSType)
-	if err != nil {
-		return fmt.Errorf("reading namespace type: %w", err)
-	}
-	if kind != unix.CLONE_NEWNET {
-		return errors.New("not a network namespace")
-	}
-	var pod, self unix.Stat_t
-	if err := unix.Fstat(int(podNS.Fd()), &pod); err != nil {
-		return err
-	}
-	if err := unix.Stat("/proc/thread-self/ns/net", &self); err != nil {
-		return err
-	}
-	if pod.Dev == self.Dev && pod.Ino == self.Ino {
-		return errors.New("it is the plugin's own (the node's) network namespace")
-	}
-	return nil
 }

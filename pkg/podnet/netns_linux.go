@@ -1,0 +1,49 @@
+package podnet
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+)
+
+// nsGetNSType is the NS_GET_NSTYPE ioctl (linux/nsfs.h).
+const nsGetNSType = 0xb703
+
+// OpenNS opens the pod's network namespace at path and refuses one that is
+// not a network namespace, or that is the caller's own (the node's): a pod
+// interface, address and default route must never land in the node, and
+// skel only notices after ADD has run.
+func OpenNS(path string) (ns.NetNS, error) {
+	podNS, err := ns.GetNS(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkNS(podNS); err != nil {
+		podNS.Close()
+		return nil, err
+	}
+	return podNS, nil
+}
+
+func checkNS(podNS ns.NetNS) error {
+	kind, err := unix.IoctlRetInt(int(podNS.Fd()), nsGetNSType)
+	if err != nil {
+		return fmt.Errorf("reading namespace type: %w", err)
+	}
+	if kind != unix.CLONE_NEWNET {
+		return errors.New("not a network namespace")
+	}
+	var pod, self unix.Stat_t
+	if err := unix.Fstat(int(podNS.Fd()), &pod); err != nil {
+		return err
+	}
+	if err := unix.Stat("/proc/thread-self/ns/net", &self); err != nil {
+		return err
+	}
+	if pod.Dev == self.Dev && pod.Ino == self.Ino {
+		return errors.New("it is the plugin's own (the node's) network namespace")
+	}
+	return nil
+}
