@@ -147,6 +147,7 @@ func TestBadRequests(t *testing.T) {
 		{"dataDir ..", add, s.conf(`"ipam":{"dataDir":".."}`), badConf},
 		{"relative subnetFile", add, s.conf(`"ipam":{"subnetFile":"run/subnet.env"}`), badConf},
 		{"publicIP not an address", add, s.conf(`"publicIP":"10.0.0.300"`), badConf},
+		{"publicIPCIDR not a CIDR", add, s.conf(`"publicIPCIDR":"10.4.7.0/33"`), badConf},
 		{"publicIP IPv6", add, s.conf(`"publicIP":"fe80::1"`), badConf},
 		{"publicIP unspecified", add, s.conf(`"publicIP":"0.0.0.0"`), badConf},
 		{"publicIP multicast", add, s.conf(`"publicIP":"224.0.0.1"`), badConf},

@@ -252,7 +252,7 @@ func (s *syncer) leaseListLocked() []lease.Lease {
 // is ignored with a warning (a forged or misconfigured lease must not pull
 // pod traffic to an arbitrary address).
 func (s *syncer) admitted(l lease.Lease) bool {
-	if !s.publicIPCIDR.IsValid() || s.publicIPCIDR.Contains(l.Attrs.PublicIP) {
+	if l.PublicIPIn(s.publicIPCIDR) {
 		return true
 	}
 	s.warnOnce(l.Subnet, "ignoring a lease whose public IP is outside --public-ip-cidr "+s.publicIPCIDR.String(), l.Attrs.PublicIP)

@@ -52,6 +52,13 @@ func (l *Lease) Reservation() bool {
 	return l.EtcdLease == 0
 }
 
+// PublicIPIn reports whether the lease's PublicIP lies in the node network
+// cidr (always, when cidr is not set). A lease outside it is forged or
+// misconfigured and must not pull pod traffic to an arbitrary address.
+func (l *Lease) PublicIPIn(cidr netip.Prefix) bool {
+	return !cidr.IsValid() || cidr.Contains(l.Attrs.PublicIP)
+}
+
 // Store reads and writes leases under one etcd prefix.
 type Store struct {
 	cli    *clientv3.Client

@@ -27,6 +27,11 @@ type Config struct {
 	SubnetFile    string   `json:"subnetFile,omitempty"`
 	IPMasq        *bool    `json:"ipMasq,omitempty"`
 	MTU           int      `json:"mtu,omitempty"`
+	// PublicIPCIDR, when set, is the node network: peer leases whose
+	// PublicIP lies outside it are not routed (the daemon's --public-ip-cidr).
+	PublicIPCIDR string `json:"publicIPCIDR,omitempty"`
+
+	publicIPCIDR netip.Prefix // PublicIPCIDR, parsed by Validate
 }
 
 // ErrConfig is wrapped by every validation error.
@@ -50,6 +55,7 @@ func (c *Config) Inherit(top Config) {
 	if c.MTU == 0 {
 		c.MTU = top.MTU
 	}
+	inherit(&c.PublicIPCIDR, top.PublicIPCIDR)
 }
 
 func inherit(field *string, top string) {
@@ -77,6 +83,13 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Iface) > 15 {
 		return fmt.Errorf("%w: iface %q is longer than an interface name can be", ErrConfig, c.Iface)
+	}
+	if c.PublicIPCIDR != "" {
+		cidr, err := netip.ParsePrefix(c.PublicIPCIDR)
+		if err != nil || !cidr.Addr().Is4() {
+			return fmt.Errorf("%w: publicIPCIDR %q is not an IPv4 CIDR", ErrConfig, c.PublicIPCIDR)
+		}
+		c.publicIPCIDR = cidr.Masked()
 	}
 	for _, ep := range c.EtcdEndpoints {
 		if ep == "" {

@@ -56,7 +56,7 @@ func Sync(ctx context.Context, c *Config, id Identity, log *slog.Logger) (*State
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		log.Warn("ignoring unreadable subnet file", "path", c.SubnetFile, "error", err)
 	}
-	st, err := syncEtcd(ctx, c, id, prev)
+	st, err := syncEtcd(ctx, c, id, prev, log)
 	if err == nil {
 		return st, nil
 	}
@@ -68,7 +68,7 @@ func Sync(ctx context.Context, c *Config, id Identity, log *slog.Logger) (*State
 	return nil, err
 }
 
-func syncEtcd(ctx context.Context, c *Config, id Identity, prev *subnetfile.File) (*State, error) {
+func syncEtcd(ctx context.Context, c *Config, id Identity, prev *subnetfile.File, log *slog.Logger) (*State, error) {
 	timeout := SyncTimeout
 	if prev != nil {
 		timeout = FallbackSyncTimeout
@@ -101,6 +101,7 @@ func syncEtcd(ctx context.Context, c *Config, id Identity, prev *subnetfile.File
 	if err != nil {
 		return nil, classify(ctx, fmt.Errorf("listing leases: %w", err))
 	}
+	leases = c.admitted(leases, own.Subnet, log)
 	mtu := c.MTU
 	if mtu == 0 {
 		mtu = PodMTU(network, id)
@@ -110,6 +111,20 @@ func syncEtcd(ctx context.Context, c *Config, id Identity, prev *subnetfile.File
 		return nil, err
 	}
 	return &State{File: file, Network: network, Self: *own, Peers: Peers(leases, own.Subnet), Leases: leases}, nil
+}
+
+// admitted drops peer leases whose PublicIP lies outside publicIPCIDR, with
+// a warning.
+func (c *Config) admitted(leases []lease.Lease, self netip.Prefix, log *slog.Logger) []lease.Lease {
+	kept := leases[:0:0]
+	for _, l := range leases {
+		if l.Subnet != self && !l.PublicIPIn(c.publicIPCIDR) {
+			log.Warn("ignoring a lease whose public IP is outside publicIPCIDR "+c.publicIPCIDR.String(), "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
+			continue
+		}
+		kept = append(kept, l)
+	}
+	return kept
 }
 
 // LeaseAttrs is the value of this node's lease for the network's backend:

@@ -95,10 +95,51 @@ func TestSyncEtcdUnreachable(t *testing.T) {
 
 func TestInherit(t *testing.T) {
 	masq := false
-	top := Config{EtcdEndpoints: []string{"http://a"}, EtcdPrefix: "/p", SubnetFile: "/run/x.env", PublicIP: "10.0.0.1", IPMasq: &masq, MTU: 1400}
+	top := Config{EtcdEndpoints: []string{"http://a"}, EtcdPrefix: "/p", SubnetFile: "/run/x.env", PublicIP: "10.0.0.1", IPMasq: &masq, MTU: 1400, PublicIPCIDR: "10.0.0.0/8"}
 	c := Config{EtcdPrefix: "/own"}
 	c.Inherit(top)
-	if c.EtcdEndpoints[0] != "http://a" || c.EtcdPrefix != "/own" || c.SubnetFile != "/run/x.env" || c.Masquerade() || c.MTU != 1400 || c.PublicIP != "10.0.0.1" {
+	if c.EtcdEndpoints[0] != "http://a" || c.EtcdPrefix != "/own" || c.SubnetFile != "/run/x.env" || c.Masquerade() || c.MTU != 1400 || c.PublicIP != "10.0.0.1" || c.PublicIPCIDR != "10.0.0.0/8" {
 		t.Fatalf("inherit: %+v", c)
+	}
+}
+
+// TestSyncPublicIPCIDR: a peer lease whose PublicIP is outside publicIPCIDR
+// is neither a route peer nor a vxlan lease; the node's own lease and
+// peers inside it are kept.
+func TestSyncPublicIPCIDR(t *testing.T) {
+	eps := startEtcd(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	join := func(name, ip, cidr string) *State {
+		t.Helper()
+		c := &Config{EtcdEndpoints: eps, SubnetFile: filepath.Join(dir, name+".env"), PublicIPCIDR: cidr}
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		st, err := Sync(ctx, c, Identity{PublicIP: netip.MustParseAddr(ip), MTU: 1500}, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	forged := join("forged", "192.0.2.9", "")
+	inside := join("inside", "10.4.7.22", "")
+	st := join("self", "10.4.7.21", "10.4.7.0/24")
+	if len(st.Peers) != 1 || st.Peers[0].Subnet != inside.File.Lease() {
+		t.Errorf("peers = %v, want only %s (not the forged %s)", st.Peers, inside.File.Lease(), forged.File.Lease())
+	}
+	for _, l := range st.Leases {
+		if l.Subnet == forged.File.Lease() {
+			t.Errorf("the forged lease %s is among the leases the overlay programs", l.Subnet)
+		}
+	}
+	if len(st.Leases) != 2 {
+		t.Errorf("leases = %v, want self and the peer inside the node network", st.Leases)
+	}
+	if err := (&Config{PublicIPCIDR: "10.4.7.0"}).Validate(); !errors.Is(err, ErrConfig) {
+		t.Errorf("publicIPCIDR without a length: %v, want ErrConfig", err)
+	}
+	if err := (&Config{PublicIPCIDR: "fd00::/64"}).Validate(); !errors.Is(err, ErrConfig) {
+		t.Errorf("IPv6 publicIPCIDR: %v, want ErrConfig", err)
 	}
 }

@@ -165,6 +165,7 @@ func TestBadRequests(t *testing.T) {
 		{"network name with NUL", add, `{"cniVersion":"1.1.0","name":"we\u0000ft","type":"weft"}`, 7},
 		{"publicIP IPv6", add, st.conf(`"publicIP":"fe80::1"`, ""), 7},
 		{"publicIP multicast", add, st.conf(`"publicIP":"224.0.0.1"`, ""), 7},
+		{"publicIPCIDR not a CIDR", add, st.conf(`"publicIPCIDR":"10.4.7.0"`, ""), 7},
 		{"iface too long", add, st.conf(`"iface":"averyveryverylongiface"`, ""), 7},
 		{"empty etcd endpoint", add, st.conf(`"etcdEndpoints":[""]`, ""), 7},
 		{"peerSyncInterval too large", add, st.conf(`"peerSyncInterval":100000000`, ""), 7},
