@@ -5,6 +5,7 @@ package clitest
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
@@ -12,10 +13,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/weft-cni/weft/internal/etcdembed"
+	"github.com/weft-cni/weft/internal/nstest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sys/unix"
 )
 
 // Main is a TestMain body: it builds the package in the current directory
@@ -36,23 +45,60 @@ func Main(m *testing.M, name string, bin *string) {
 	os.Exit(code)
 }
 
-// Run executes bin with exactly env and stdin. As root it runs in a network
-// namespace of its own, so a request that wrongly got through cannot touch
-// the host's network. A panic fails the test.
-func Run(t testing.TB, bin string, env map[string]string, stdin string) (stdout []byte, stderr string, code int) {
+// Sandbox is where a table of hostile requests runs. As root it is a
+// network namespace the test creates, with loopback up: a request that
+// wrongly got through could only change that namespace, and Kernel shows
+// whether it did. Without root it is the test's own namespace, where the
+// plugin cannot change anything in the kernel.
+type Sandbox struct {
+	netns ns.NetNS // nil without root
+}
+
+// NewSandbox makes the sandbox; the namespace goes when the test ends.
+func NewSandbox(t *testing.T) *Sandbox {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return &Sandbox{}
+	}
+	s := &Sandbox{netns: nstest.New(t, "hostile requests")}
+	err := s.Do(func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("bringing up loopback in the sandbox: %v", err)
+	}
+	return s
+}
+
+// Do runs fn in the sandbox's namespace (sockets it opens stay there).
+func (s *Sandbox) Do(fn func() error) error {
+	if s.netns == nil {
+		return fn()
+	}
+	return s.netns.Do(func(ns.NetNS) error { return fn() })
+}
+
+// Run executes bin in the sandbox with exactly env and stdin, as a runtime
+// does. A panic fails the test.
+func (s *Sandbox) Run(t testing.TB, bin string, env map[string]string, stdin string) (stdout []byte, stderr string, code int) {
 	t.Helper()
 	cmd := exec.Command(bin)
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdin = strings.NewReader(stdin)
-	if os.Geteuid() == 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	}
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
+	// The child inherits the namespace of the thread that forks it.
+	if err := s.Do(cmd.Start); err != nil {
+		t.Fatalf("starting %s: %v", bin, err)
+	}
+	err := cmd.Wait()
 	if exitErr, ok := err.(*exec.ExitError); ok {
 		code = exitErr.ExitCode()
 	} else if err != nil {
@@ -63,6 +109,67 @@ func Run(t testing.TB, bin string, env map[string]string, stdin string) (stdout 
 	}
 	return so.Bytes(), se.String(), code
 }
+
+// Kernel describes the sandbox's network state: links, addresses, routes,
+// sysctls a plugin sets, and iptables rules (when iptables-save is
+// installed). Equal descriptions mean no request changed the kernel. Empty
+// without root.
+func (s *Sandbox) Kernel(t testing.TB) string {
+	t.Helper()
+	if s.netns == nil {
+		return ""
+	}
+	var b strings.Builder
+	err := s.Do(func() error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			a := l.Attrs()
+			fmt.Fprintf(&b, "link %s %s mtu %d master %d alias %q\n", a.Name, l.Type(), a.MTU, a.MasterIndex, a.Alias)
+			addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+			if err != nil {
+				return err
+			}
+			for _, addr := range addrs {
+				fmt.Fprintf(&b, "  addr %s\n", addr.IPNet)
+			}
+		}
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			fmt.Fprintf(&b, "route %s\n", r)
+		}
+		fwd, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "ip_forward %s", fwd)
+		if _, err := exec.LookPath("iptables-save"); err == nil {
+			for _, table := range []string{"filter", "nat"} {
+				out, err := exec.Command("iptables-save", "-t", table).Output()
+				if err != nil {
+					return fmt.Errorf("iptables-save -t %s: %w", table, err)
+				}
+				for line := range strings.Lines(string(out)) {
+					if !strings.HasPrefix(line, "#") {
+						b.WriteString(counters.ReplaceAllString(line, "[0:0]"))
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("reading the sandbox's kernel state: %v", err)
+	}
+	return b.String()
+}
+
+var counters = regexp.MustCompile(`\[\d+:\d+\]`)
 
 // Override lets a call name the caller's own netns (skel refuses that, but
 // only after ADD has run).
@@ -129,8 +236,8 @@ func Lines(snap map[string]string) []string {
 // configured in it; it is where a good request's pod would live.
 func ForeignNetns(t testing.TB) string {
 	t.Helper()
-	cmd := exec.Command("sleep", "3600")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	cmd := exec.Command("sleep", "600") // killed at cleanup; bounded if the test dies
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
 	if uid, gid := os.Geteuid(), os.Getegid(); uid != 0 {
 		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
 		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
@@ -144,4 +251,53 @@ func ForeignNetns(t testing.TB) string {
 		cmd.Wait()
 	})
 	return fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)
+}
+
+// Etcd starts an etcd server listening in the sandbox, holding the network
+// config network, and returns its endpoints and a function that reads its
+// revision: a request that changed anything in etcd moves the revision.
+func (s *Sandbox) Etcd(t *testing.T, network string) (endpoints []string, revision func() int64) {
+	t.Helper()
+	var srv *etcdembed.Server
+	err := s.Do(func() (err error) {
+		srv, err = etcdembed.Start("", "")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("starting etcd in the sandbox: %v", err)
+	}
+	t.Cleanup(srv.Close)
+	cli := srv.Client()
+	t.Cleanup(func() { cli.Close() })
+	ctx := context.Background()
+	if _, err := cli.Put(ctx, "/coreos.com/network/config", network); err != nil {
+		t.Fatalf("writing the network config: %v", err)
+	}
+	return srv.Endpoints(), func() int64 {
+		resp, err := cli.Get(ctx, "/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatalf("reading etcd's revision: %v", err)
+		}
+		return resp.Header.Revision
+	}
+}
+
+// Unchanged records the state a refused request must leave alone: the files
+// under dir, the sandbox's kernel state and etcd's revision. The returned
+// check reports, on the subtest it is given, whatever differs now.
+func (s *Sandbox) Unchanged(t *testing.T, dir string, revision func() int64) (check func(*testing.T)) {
+	t.Helper()
+	files, kernel, rev := Snapshot(t, dir), s.Kernel(t), revision()
+	return func(t *testing.T) {
+		t.Helper()
+		if after := Snapshot(t, dir); !maps.Equal(files, after) {
+			t.Errorf("state changed on disk:\nbefore %v\nafter  %v", Lines(files), Lines(after))
+		}
+		if after := s.Kernel(t); after != kernel {
+			t.Errorf("state changed in the kernel:\nbefore\n%s\nafter\n%s", kernel, after)
+		}
+		if after := revision(); after != rev {
+			t.Errorf("etcd changed: revision %d -> %d", rev, after)
+		}
+	}
 }

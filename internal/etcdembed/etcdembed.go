@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 )
 
@@ -201,6 +203,13 @@ func freeLocalURL() (string, error) {
 // Endpoints returns the client URLs to give to clientv3.
 func (s *Server) Endpoints() []string {
 	return append([]string(nil), s.endpoints...)
+}
+
+// Client returns an in-process client: it reaches the server without the
+// network, so it works from any namespace (the server may listen in a
+// namespace the caller's threads are not in). Close it when done.
+func (s *Server) Client() *clientv3.Client {
+	return v3client.New(s.etcd.Server)
 }
 
 // Err delivers an error if the server fails while serving.

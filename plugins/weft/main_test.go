@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -23,10 +22,11 @@ var pluginBin string
 // binary, as a runtime would call it.
 func TestMain(m *testing.M) { clitest.Main(m, "weft", &pluginBin) }
 
-// runPlugin runs the plugin; on failure stdout must be the spec's JSON error.
-func runPlugin(t *testing.T, env map[string]string, stdin string) (cniError, int) {
+// run runs the plugin in the state dir's sandbox; on failure stdout must be
+// the spec's JSON error.
+func (s stateDir) run(t *testing.T, env map[string]string, stdin string) (cniError, int) {
 	t.Helper()
-	stdout, stderr, code := clitest.Run(t, pluginBin, env, stdin)
+	stdout, stderr, code := s.sandbox.Run(t, pluginBin, env, stdin)
 	var out cniError
 	if code != 0 {
 		if err := json.Unmarshal(stdout, &out); err != nil {
@@ -50,13 +50,20 @@ func env(cmd, containerID, netns, ifname string) map[string]string {
 }
 
 // stateDir holds a subnet file and an IPAM store with one allocation, as a
-// node in use has them.
-type stateDir struct{ dir, subnetFile, dataDir string }
+// node in use has them, and an etcd holding the network config; requests
+// run in a sandbox (as root, a network namespace of the test's).
+type stateDir struct {
+	dir, subnetFile, dataDir string
+	sandbox                  *clitest.Sandbox
+	etcd                     []string
+	revision                 func() int64 // etcd's
+}
 
 func newStateDir(t *testing.T) stateDir {
 	t.Helper()
 	d := t.TempDir()
-	s := stateDir{dir: d, subnetFile: filepath.Join(d, "run", "subnet.env"), dataDir: filepath.Join(d, "ipam")}
+	s := stateDir{dir: d, subnetFile: filepath.Join(d, "run", "subnet.env"), dataDir: filepath.Join(d, "ipam"), sandbox: clitest.NewSandbox(t)}
+	s.etcd, s.revision = s.sandbox.Etcd(t, `{"Network":"172.7.0.0/16"}`)
 	if err := os.MkdirAll(filepath.Dir(s.subnetFile), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -84,8 +91,9 @@ func (s stateDir) conf(extra, ipamExtra string) string {
 	if ipamExtra != "" {
 		ipamExtra = "," + ipamExtra
 	}
-	return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":%q%s,"ipam":{"type":"weft-ipam","dataDir":%q%s}}`,
-		s.subnetFile, extra, s.dataDir, ipamExtra)
+	etcd, _ := json.Marshal(s.etcd)
+	return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft","etcdEndpoints":%s,"subnetFile":%q%s,"ipam":{"type":"weft-ipam","dataDir":%q%s}}`,
+		etcd, s.subnetFile, extra, s.dataDir, ipamExtra)
 }
 
 // TestBadRequests: every bad request gets the spec's JSON error with the
@@ -181,15 +189,11 @@ func TestBadRequests(t *testing.T) {
 	if len(tests) < 40 {
 		t.Fatalf("only %d cases", len(tests))
 	}
-	before := clitest.Snapshot(t, st.dir)
+	unchanged := st.sandbox.Unchanged(t, st.dir, st.revision)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			defer func() {
-				if after := clitest.Snapshot(t, st.dir); !maps.Equal(before, after) {
-					t.Fatalf("state changed on disk:\nbefore %v\nafter  %v", clitest.Lines(before), clitest.Lines(after))
-				}
-			}()
-			got, exit := runPlugin(t, tt.env, tt.stdin)
+			defer unchanged(t)
+			got, exit := st.run(t, tt.env, tt.stdin)
 			if exit == 0 {
 				t.Fatal("plugin exited 0, want failure")
 			}
