@@ -263,6 +263,30 @@ func (h *Host) Attach(t testing.TB, seg *Segment, ifname string, addr netip.Pref
 	ipCmd(t, "-n", h.ns, "link", "set", ifname, "up")
 }
 
+// Reboot simulates the host rebooting: every process in its namespace is
+// killed and the namespace deleted with all its links, routes, rules and
+// sysctls, then created again as Host made it (lo up, eth0 on the same
+// segment with the same address). What lives on disk is the caller's to keep
+// or wipe.
+func (h *Host) Reboot(t testing.TB) {
+	t.Helper()
+	if err := deleteNS(h.ns); err != nil {
+		t.Fatalf("rebooting %s: %v", h.Name, err)
+	}
+	ipCmd(t, "netns", "add", h.ns)
+	ipCmd(t, "-n", h.ns, "link", "set", "lo", "up")
+	h.Attach(t, h.Seg, "eth0", h.Addr)
+}
+
+// KillPod removes a pod's namespace, as a reboot does: its interfaces go
+// with it, without any DEL.
+func KillPod(t testing.TB, path string) {
+	t.Helper()
+	if err := deleteNS(filepath.Base(path)); err != nil {
+		t.Fatalf("removing pod namespace %s: %v", path, err)
+	}
+}
+
 // AddRoute adds a route to dst via a gateway in the host.
 func (h *Host) AddRoute(t testing.TB, dst netip.Prefix, via netip.Addr) {
 	t.Helper()
