@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,21 +24,46 @@ func LockNode(ctx context.Context, dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening node lock %s: %w", path, err)
 	}
-	for wait := 200 * time.Microsecond; ; wait = min(2*wait, 20*time.Millisecond) {
-		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if err != unix.EWOULDBLOCK && err != unix.EINTR {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			unix.Close(fd)
-			return nil, fmt.Errorf("waiting for node lock %s: %w", path, ctx.Err())
-		case <-time.After(wait):
-		}
-	}
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("locking %s: %w", path, err)
+	if err := waitFlock(ctx, fd); err != nil {
+		return nil, fmt.Errorf("waiting for node lock %s: %w", path, err)
 	}
 	return func() { unix.Close(fd) }, nil
+}
+
+// waitFlock takes an exclusive flock on fd. A blocking flock wakes the
+// moment the holder releases (polling would add up to the poll interval to
+// every contended ADD); it runs in a goroutine because it cannot be
+// interrupted. If ctx ends first, fd is closed once that flock returns,
+// which also releases the lock if it was got after all.
+func waitFlock(ctx context.Context, fd int) error {
+	err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	if err != unix.EWOULDBLOCK && err != unix.EINTR {
+		if err != nil {
+			unix.Close(fd)
+		}
+		return err
+	}
+	got := make(chan error, 1)
+	go func() {
+		for {
+			err := unix.Flock(fd, unix.LOCK_EX)
+			if err != unix.EINTR {
+				got <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			unix.Close(fd)
+		}
+		return err
+	case <-ctx.Done():
+		go func() {
+			<-got
+			unix.Close(fd)
+		}()
+		return ctx.Err()
+	}
 }

@@ -29,7 +29,7 @@ const maxStateSize = 16 << 20
 // usually keeps the lock for well under a millisecond plus an fsync.
 const (
 	lockPollMin = 200 * time.Microsecond
-	lockPollMax = 20 * time.Millisecond
+	lockPollMax = 2 * time.Millisecond
 )
 
 // DiskStore keeps one network's State in dataDir/<network>/:

@@ -1,0 +1,57 @@
+package hostnet
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestLockNodeWaitsAndAbandons(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	unlock, err := LockNode(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A waiter whose context ends gives up, and leaves no lock behind.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := LockNode(short, dir); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("LockNode while held = %v, want the deadline", err)
+	}
+
+	// A waiter gets the lock once the holder lets go.
+	got := make(chan func(), 1)
+	go func() {
+		u, err := LockNode(ctx, dir)
+		if err != nil {
+			t.Error(err)
+			u = func() {}
+		}
+		got <- u
+	}()
+	select {
+	case <-got:
+		t.Fatal("second LockNode returned while the first holds the lock")
+	case <-time.After(20 * time.Millisecond): // a negative check: it must still be waiting
+	}
+	unlock()
+	var second func()
+	select {
+	case second = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("waiter never got the lock after it was released")
+	}
+	second()
+
+	// The abandoned waiter released what it may have got.
+	deadline, cancel2 := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel2()
+	again, err := LockNode(deadline, dir)
+	if err != nil {
+		t.Fatalf("lock left held by an abandoned waiter: %v", err)
+	}
+	again()
+}
