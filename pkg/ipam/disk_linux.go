@@ -198,7 +198,9 @@ func (s *DiskStore) Load() (*State, error) {
 	}
 	fd, err := openRegular(s.dirFD, stateName, unix.O_RDONLY, 0)
 	if errors.Is(err, unix.ENOENT) {
-		return NewState(), nil
+		st := NewState()
+		st.Missing = true
+		return st, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)

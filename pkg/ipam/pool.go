@@ -21,7 +21,17 @@ type Pool struct {
 	subnet  netip.Prefix
 	alloc   allocator
 	initErr error // why subnet cannot be allocated from, if it cannot
+	live    LiveFunc
 }
+
+// LiveFunc reports the attachments that hold an address on the node right
+// now, as the kernel knows them (the weft plugin reads its veths' marks).
+type LiveFunc func() (map[Attachment]netip.Addr, error)
+
+// AdoptLive makes Allocate, when it finds no stored state (a new node, or a
+// store wiped while pods still run), first record the addresses live
+// reports, so that none of them is handed out again.
+func (p *Pool) AdoptLive(live LiveFunc) { p.live = live }
 
 // NewPool returns a Pool handing out addresses of subnet (masked, so
 // 172.7.21.1/24 means 172.7.21.0/24). A subnet that is invalid or too small
@@ -53,10 +63,14 @@ func (p *Pool) Allocate(ctx context.Context, a Attachment) (netip.Addr, error) {
 	}
 	var ip netip.Addr
 	err := p.update(ctx, func(st *State) (bool, error) {
+		adopted, err := p.adopt(st)
+		if err != nil {
+			return false, err
+		}
 		if old, ok := st.Entries[a]; ok {
 			if p.alloc.contains(old) {
 				ip = old
-				return false, nil
+				return adopted, nil
 			}
 			delete(st.Entries, a) // from an earlier lease: replace it
 		}
@@ -77,6 +91,29 @@ func (p *Pool) Allocate(ctx context.Context, a Attachment) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("allocating address for %s/%s: %w", a.ContainerID, a.IfName, err)
 	}
 	return ip, nil
+}
+
+// adopt records the live attachments in a state that was missing. Live
+// addresses are taken as they are: a duplicate or one outside the subnet is
+// still kept out of the free list by the first attachment that claims it.
+func (p *Pool) adopt(st *State) (bool, error) {
+	if !st.Missing || p.live == nil {
+		return false, nil
+	}
+	live, err := p.live()
+	if err != nil {
+		return false, fmt.Errorf("reading the live attachments of a missing store: %w", err)
+	}
+	held := make(map[netip.Addr]bool, len(live))
+	for _, a := range slices.SortedFunc(maps.Keys(live), compareAttachments) {
+		addr := live[a]
+		if a.validate() != nil || !addr.IsValid() || held[addr] {
+			continue
+		}
+		held[addr] = true
+		st.Entries[a] = addr
+	}
+	return len(held) > 0, nil
 }
 
 // Release frees the address of attachment a. Releasing an attachment that

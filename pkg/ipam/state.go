@@ -43,7 +43,11 @@ func compareEntries(x, y entry) int {
 	if c := x.ip.Compare(y.ip); c != 0 {
 		return c
 	}
-	return cmp.Or(cmp.Compare(x.a.ContainerID, y.a.ContainerID), cmp.Compare(x.a.IfName, y.a.IfName))
+	return compareAttachments(x.a, y.a)
+}
+
+func compareAttachments(x, y Attachment) int {
+	return cmp.Or(cmp.Compare(x.ContainerID, y.ContainerID), cmp.Compare(x.IfName, y.IfName))
 }
 
 // encodeState renders st, refusing anything parseState would reject, so a

@@ -94,6 +94,9 @@ type State struct {
 	Last netip.Addr
 	// Entries maps each attachment to its address. Addresses are distinct.
 	Entries map[Attachment]netip.Addr
+	// Missing is set by Load when nothing was ever stored, or the store was
+	// wiped: the only moment a Pool adopts the addresses of live pods.
+	Missing bool
 }
 
 // NewState returns an empty State.

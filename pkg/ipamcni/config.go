@@ -23,6 +23,10 @@ type Config struct {
 	nodelease.Config
 	Network string // CNI network name, the store's directory
 	DataDir string
+	// Live, when set, reports the pods that hold addresses on the node; a
+	// store found missing adopts them before it allocates (ipam.Pool.AdoptLive).
+	// The weft plugin sets it; weft-ipam alone has no way to know.
+	Live ipam.LiveFunc
 }
 
 type section struct {

@@ -44,7 +44,9 @@ func (c *Config) withPool(subnet netip.Prefix, fn func(*ipam.Pool) error) error 
 	if err != nil {
 		return err
 	}
-	return errors.Join(fn(ipam.NewPool(store, subnet)), store.Close())
+	pool := ipam.NewPool(store, subnet)
+	pool.AdoptLive(c.Live)
+	return errors.Join(fn(pool), store.Close())
 }
 
 // Add allocates the attachment's address from file's subnet and returns the

@@ -6,19 +6,25 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ip"
-	"github.com/containernetworking/plugins/pkg/ipam"
+	cniipam "github.com/containernetworking/plugins/pkg/ipam"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+
+	"github.com/weft-cni/weft/pkg/ipam"
 )
 
 // Attach creates the veth pair for ifName in the pod namespace podNS,
 // attaches the node end to bridge, and configures result's addresses and
 // routes inside the pod. It fills result.Interfaces (bridge, node veth, pod
 // interface) and points the IPs at the pod interface.
-func Attach(podNS ns.NetNS, ifName string, bridge netlink.Link, mtu int, hairpin bool, result *current.Result) error {
+//
+// The node end's alias marks it with owner and addr (see Live).
+func Attach(podNS ns.NetNS, owner ipam.Attachment, addr netip.Addr, bridge netlink.Link, mtu int, hairpin bool, result *current.Result) error {
+	ifName := owner.IfName
 	var hostIface, podIface net.Interface
 	err := podNS.Do(func(hostNS ns.NetNS) error {
 		var err error
@@ -35,6 +41,9 @@ func Attach(podNS ns.NetNS, ifName string, bridge netlink.Link, mtu int, hairpin
 	if err == nil && hairpin {
 		err = netlink.LinkSetHairpin(hostLink, true)
 	}
+	if m := mark(owner, addr); err == nil && m != "" {
+		err = netlink.LinkSetAlias(hostLink, m)
+	}
 	if err != nil {
 		return fmt.Errorf("attaching %s to bridge %s: %w", hostIface.Name, bridge.Attrs().Name, err)
 	}
@@ -47,7 +56,7 @@ func Attach(podNS ns.NetNS, ifName string, bridge netlink.Link, mtu int, hairpin
 		ipc.Interface = current.Int(2)
 	}
 	return podNS.Do(func(ns.NetNS) error {
-		if err := ipam.ConfigureIface(ifName, result); err != nil {
+		if err := cniipam.ConfigureIface(ifName, result); err != nil {
 			return fmt.Errorf("configuring %s: %w", ifName, err)
 		}
 		return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -95,7 +96,7 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 	if mtu == 0 {
 		mtu = file.MTU
 	}
-	if err := podnet.Attach(podNS, args.IfName, bridge, mtu, conf.HairpinMode, result); err != nil {
+	if err := podnet.Attach(podNS, attachment(args), ipamcni.FirstIPv4(result), bridge, mtu, conf.HairpinMode, result); err != nil {
 		return nil, err
 	}
 	result.DNS = conf.DNS
@@ -214,6 +215,9 @@ func allocate(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subn
 		if err != nil {
 			return nil, err
 		}
+		// A store wiped while pods run learns their addresses from their
+		// veths' marks before it hands any out.
+		cfg.Live = func() (map[ipam.Attachment]netip.Addr, error) { return podnet.Live(conf.Bridge) }
 		return cfg.Add(ctx, file, attachment(args))
 	}
 	res, err := invoke.DelegateAdd(ctx, conf.IPAM.Type, args.StdinData, nil)

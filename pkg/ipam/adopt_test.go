@@ -1,0 +1,85 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestAdoptLive: a store that is missing (wiped while pods run) takes in
+// the live attachments before it hands out anything, once; a store that
+// exists never asks.
+func TestAdoptLive(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	subnet := netip.MustParsePrefix("172.7.21.0/24")
+	web, db := Attachment{ContainerID: "web", IfName: "eth0"}, Attachment{ContainerID: "db", IfName: "eth0"}
+	calls := 0
+	live := func() (map[Attachment]netip.Addr, error) {
+		calls++
+		return map[Attachment]netip.Addr{
+			web: netip.MustParseAddr("172.7.21.2"),
+			db:  netip.MustParseAddr("172.7.21.3"),
+			{ContainerID: "zz-dup", IfName: "eth0"}:  netip.MustParseAddr("172.7.21.3"), // a second claim is ignored
+			{ContainerID: "../bad", IfName: "eth0"}:  netip.MustParseAddr("172.7.21.9"), // not a valid attachment
+			{ContainerID: "invalid", IfName: "eth0"}: {},
+		}, nil
+	}
+	open := func() *Pool {
+		t.Helper()
+		store, err := OpenDiskStore(dir, "weft")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		p := NewPool(store, subnet)
+		p.AdoptLive(live)
+		return p
+	}
+
+	p := open()
+	got, err := p.Allocate(ctx, Attachment{ContainerID: "new", IfName: "eth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == netip.MustParseAddr("172.7.21.2") || got == netip.MustParseAddr("172.7.21.3") {
+		t.Fatalf("handed out %s, which a live pod holds", got)
+	}
+	all, err := p.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 3 || all[web] != netip.MustParseAddr("172.7.21.2") || all[db] != netip.MustParseAddr("172.7.21.3") {
+		t.Fatalf("store after adoption = %v, want web, db and the new pod", all)
+	}
+	if _, err := open().Allocate(ctx, Attachment{ContainerID: "next", IfName: "eth0"}); err != nil || calls != 1 {
+		t.Fatalf("second allocation: %v, live read %d times, want once", err, calls)
+	}
+	if err := p.Release(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := p.Lookup(ctx, web); ok {
+		t.Error("an adopted attachment was not released by its DEL")
+	}
+
+	// Wiped again: adoption happens again.
+	if err := os.Remove(filepath.Join(dir, "weft", stateName)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open().Allocate(ctx, Attachment{ContainerID: "after-wipe", IfName: "eth0"}); err != nil || calls != 2 {
+		t.Fatalf("allocation after a second wipe: %v, live read %d times, want twice", err, calls)
+	}
+
+	// A failing live source fails the allocation rather than risk a duplicate.
+	if err := os.Remove(filepath.Join(dir, "weft", stateName)); err != nil {
+		t.Fatal(err)
+	}
+	broken := open()
+	broken.AdoptLive(func() (map[Attachment]netip.Addr, error) { return nil, errors.New("netlink down") })
+	if _, err := broken.Allocate(ctx, Attachment{ContainerID: "x", IfName: "eth0"}); err == nil {
+		t.Error("allocated with the live attachments unknown")
+	}
+}

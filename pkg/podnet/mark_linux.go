@@ -1,0 +1,74 @@
+package podnet
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/weft-cni/weft/pkg/ipam"
+)
+
+// The node end of each pod's veth carries a mark in its alias naming the
+// attachment and its address, e.g. "weft pod 172.7.21.2 c0ffee eth0": the
+// kernel's own record of which addresses live pods hold, read back when the
+// IPAM store has been wiped while they run (ipam.Pool.AdoptLive).
+const markPrefix = "weft pod "
+
+// maxAlias is the longest alias the kernel keeps (IFALIASZ - 1).
+const maxAlias = 255
+
+// mark renders the alias of a pod's node-side veth; "" when it would not
+// fit (a container ID longer than runtimes use).
+func mark(a ipam.Attachment, addr netip.Addr) string {
+	s := fmt.Sprintf("%s%s %s %s", markPrefix, addr, a.ContainerID, a.IfName)
+	if len(s) > maxAlias {
+		return ""
+	}
+	return s
+}
+
+// parseMark reads a mark; ok is false for any other alias.
+func parseMark(s string) (a ipam.Attachment, addr netip.Addr, ok bool) {
+	rest, found := strings.CutPrefix(s, markPrefix)
+	if !found {
+		return a, addr, false
+	}
+	fields := strings.Split(rest, " ")
+	if len(fields) != 3 {
+		return a, addr, false
+	}
+	addr, err := netip.ParseAddr(fields[0])
+	if err != nil || !addr.Is4() {
+		return ipam.Attachment{}, netip.Addr{}, false
+	}
+	a = ipam.Attachment{ContainerID: fields[1], IfName: fields[2]}
+	if ipam.ValidateName("container ID", a.ContainerID) != nil || ipam.ValidateName("interface name", a.IfName) != nil {
+		return ipam.Attachment{}, netip.Addr{}, false
+	}
+	return a, addr, true
+}
+
+// Live returns the attachments whose veths are on bridge now, with the
+// addresses their marks record.
+func Live(bridge string) (map[ipam.Attachment]netip.Addr, error) {
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", bridge, err)
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("listing links: %w", err)
+	}
+	live := map[ipam.Attachment]netip.Addr{}
+	for _, l := range links {
+		if l.Attrs().MasterIndex != br.Attrs().Index {
+			continue
+		}
+		if a, addr, ok := parseMark(l.Attrs().Alias); ok {
+			live[a] = addr
+		}
+	}
+	return live, nil
+}
