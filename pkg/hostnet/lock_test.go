@@ -3,6 +3,8 @@ package hostnet
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -54,4 +56,21 @@ func TestLockNodeWaitsAndAbandons(t *testing.T) {
 		t.Fatalf("lock left held by an abandoned waiter: %v", err)
 	}
 	again()
+}
+
+// TestLockNodeRefusesSymlink: the node lock is never opened through a
+// symlink (which could make a root process create or truncate any file).
+func TestLockNodeRefusesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.Symlink(victim, filepath.Join(dir, LockFile)); err != nil {
+		t.Fatal(err)
+	}
+	if unlock, err := LockNode(context.Background(), dir); err == nil {
+		unlock()
+		t.Fatal("LockNode followed a symlink")
+	}
+	if _, err := os.Lstat(victim); !os.IsNotExist(err) {
+		t.Errorf("the symlink's target was created: %v", err)
+	}
 }
