@@ -45,6 +45,26 @@ machine_md() {
 	echo
 }
 
+# targets_notes explains the two references and what bounds the misses.
+targets_notes() {
+	cat <<'NOTES'
+Two references run beside weft. `ref` is bridge + host-local with `ipMasq: true`: like weft it
+masquerades pod traffic leaving the cluster network (bridge does it with rules per pod, weft with
+one pod-CIDR-exempt rule per node). `ref-nomasq` is the same chain without masquerading, a lighter
+job than weft's. Against `ref` every pod-setup target is met. Against `ref-nomasq` they are not,
+and with one process per call they cannot be: each call pays cnitool itself (the "cnitool itself"
+rows below, the same for both sides) and the start of one Go binary (the VERSION-call floor
+below). Halving ref-nomasq's time would leave weft less than its binary's start-up for its own
+process and the kernel's veth work; that binary also carries the node agent, the etcd client
+(gRPC, protobuf) and Prometheus, because DESIGN.md makes `weft daemon` the same binary, and their
+package init is most of the gap (see the profile note in section 1). DEL is dominated on every
+side by the kernel's veth deletion (the netlink rows). The data-plane ratios move by about 0.05
+between runs on this shared machine; what bounds them is in section 2.
+
+NOTES
+	echo
+}
+
 write_report() {
 	local f tmp
 	tmp=$TOPO_STATE/BENCHMARKS.md
@@ -64,6 +84,7 @@ write_report() {
 			echo "|---|---|---|---|"
 			cat "$MD"/pods.targets "$MD"/dataplane.targets "$MD"/control.targets 2>/dev/null || true
 			echo
+			targets_notes
 		fi
 		for f in pods addpath dataplane control go; do
 			[[ -s $MD/$f.md ]] || continue

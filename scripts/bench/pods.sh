@@ -186,5 +186,14 @@ protobuf and Prometheus). An iptables row under weft with well under one call pe
 rule check of a first use or of a periodic peer sync (`peerSyncInterval`), not the per-pod path.
 weft-ipam makes its state durable with two fsyncs (file and directory) per ADD and DEL; host-local
 writes without fsync.
+
+Profile note (one `perf record -g` of 100 serial weft ADDs and DELs called directly in a node
+namespace, 2026-11-24, not redone by each run): runtime start and package init took about 27% of
+all samples against about 19% for the ADD and DEL work itself, the kernel's veth work included.
+The largest inits are protobuf descriptors of the etcd API and what it imports (protodesc,
+etcdserverpb, descriptorpb, grpc-gateway and genproto annotations), Prometheus (its default Go
+and process collectors, procfs) and knftables (pulled in by the CNI plugins' `pkg/ip`). The node
+lock wait under 20 parallel ADDs is queueing for two CPUs: its holder works for well under a
+millisecond, and waiters wake the moment it lets go (a blocking flock, no polling).
 EOT
 }
