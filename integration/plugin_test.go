@@ -283,3 +283,37 @@ func TestSpecVersions(t *testing.T) {
 		n.del(t, pod)
 	}
 }
+
+// TestBridgeMACStable: the bridge's MAC is fixed (derived from the gateway
+// address), so pods joining and leaving never change the gateway MAC that
+// the other pods have in their ARP caches. A bridge left to the kernel takes
+// its lowest port's MAC and changes with them.
+func TestBridgeMACStable(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	var pods []string
+	for i := range 8 {
+		pod := c.tp.PodNS(t, fmt.Sprintf("m%d", i))
+		n.add(t, pod)
+		pods = append(pods, pod)
+	}
+	gw := n.subnet(t).Addr().Next()
+	want := fmt.Sprintf("0a:58:%02x:%02x:%02x:%02x", gw.As4()[0], gw.As4()[1], gw.As4()[2], gw.As4()[3])
+	mac := func() string { return strings.TrimSpace(n.Run(t, "cat", "/sys/class/net/weft0/address")) }
+	if got := mac(); got != want {
+		t.Fatalf("bridge MAC %s, want %s (from the gateway %s)", got, want, gw)
+	}
+	if got := strings.TrimSpace(n.Run(t, "cat", "/sys/class/net/weft0/addr_assign_type")); got != "3" {
+		t.Errorf("bridge addr_assign_type %s, want 3 (set, so the kernel never recomputes it)", got)
+	}
+	for _, pod := range pods {
+		n.del(t, pod)
+		if got := mac(); got != want {
+			t.Fatalf("bridge MAC changed to %s after a pod left", got)
+		}
+	}
+	n.add(t, c.tp.PodNS(t, "m-last"))
+	if got := mac(); got != want {
+		t.Fatalf("bridge MAC changed to %s after a pod joined", got)
+	}
+}

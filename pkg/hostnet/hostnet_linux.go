@@ -6,6 +6,7 @@
 package hostnet
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -106,10 +107,21 @@ func parseUnix(s string) (time.Time, bool) {
 	return time.Unix(secs, 0), err == nil
 }
 
-// EnsureBridge creates the bridge if needed, gives it the gateway address
-// (removing addresses of an older lease) and brings it up.
+// GatewayMAC is the bridge's MAC for a gateway address: 0a:58 and the
+// address's four bytes (a locally administered unicast MAC, as other
+// Kubernetes networks derive them). Set explicitly, it stays put while pods
+// come and go, and is the same after the bridge is recreated (a reboot).
+func GatewayMAC(gw netip.Addr) net.HardwareAddr {
+	b := gw.As4()
+	return net.HardwareAddr{0x0a, 0x58, b[0], b[1], b[2], b[3]}
+}
+
+// EnsureBridge creates the bridge if needed, fixes its MAC (GatewayMAC),
+// gives it the gateway address (removing addresses of an older lease) and
+// brings it up.
 func EnsureBridge(name string, file *subnetfile.File, mtu int) (netlink.Link, error) {
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, TxQLen: -1}}
+	mac := GatewayMAC(file.Gateway())
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, TxQLen: -1, HardwareAddr: mac}}
 	if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, syscall.EEXIST) {
 		return nil, fmt.Errorf("creating bridge %s: %w", name, err)
 	}
@@ -119,6 +131,14 @@ func EnsureBridge(name string, file *subnetfile.File, mtu int) (netlink.Link, er
 	}
 	if _, ok := link.(*netlink.Bridge); !ok {
 		return nil, fmt.Errorf("%s exists and is a %s, not a bridge", name, link.Type())
+	}
+	if !bytes.Equal(link.Attrs().HardwareAddr, mac) {
+		// A bridge whose MAC was never set takes its lowest port's, which
+		// changes as pods come and go; pods would then send to a gateway MAC
+		// the bridge no longer answers for until their ARP entries expire.
+		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+			return nil, fmt.Errorf("fixing the MAC of %s to %s: %w", name, mac, err)
+		}
 	}
 	if mtu > 0 && link.Attrs().MTU != mtu {
 		if err := netlink.LinkSetMTU(link, mtu); err != nil {
