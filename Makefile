@@ -59,6 +59,7 @@ demo-down:
 	scripts/demo.sh down
 
 bench: deps build tools
+	@scripts/install-deps.sh bench
 	scripts/bench/run.sh
 
 clean:

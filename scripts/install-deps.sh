@@ -7,6 +7,10 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v iperf3 >/dev/null || need+=(iperf3)
+# `make bench` also splits the ADD path with perf (scripts/install-deps.sh bench).
+if [ "${1:-}" = bench ]; then
+	command -v perf >/dev/null || need+=(linux-perf)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
 	echo "missing packages (${need[*]}); run as root to install them" >&2

@@ -103,11 +103,18 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 	return result, nil
 }
 
-// prepareNode returns the node's lease and bridge. The fast path reads the
-// subnet file and the bridge and checks only that our rules are still in
-// front; the first use of a lease syncs with etcd and sets the node up. Both
-// run under the node lock, so concurrent ADDs never interleave rule repairs.
+// prepareNode returns the node's lease and bridge. The fast path only reads:
+// the subnet file, the bridge's mark and the first rules over netlink, so
+// it takes no lock and concurrent ADDs do not queue for it. Anything to
+// change (first use of a lease, a due sync, our rules displaced) runs under
+// the node lock, so concurrent ADDs never interleave rule repairs.
 func prepareNode(ctx context.Context, conf *NetConf) (*subnetfile.File, netlink.Link, error) {
+	if file, err := nodelease.Current(&conf.Config); err == nil {
+		link, ready := hostnet.Ready(conf.Bridge, file, conf.peerSync(), time.Now())
+		if ready && masq.JumpsFirst() { // in-process netlink reads: no iptables process
+			return file, link, nil
+		}
+	}
 	unlock, err := hostnet.LockNode(ctx, filepath.Dir(conf.SubnetFile))
 	if err != nil {
 		return nil, nil, err
@@ -124,7 +131,7 @@ func prepareNode(ctx context.Context, conf *NetConf) (*subnetfile.File, netlink.
 	if !ready {
 		return firstUse(ctx, conf, file)
 	}
-	if masq.JumpsFirst() { // in-process netlink read: no iptables process
+	if masq.JumpsFirst() { // repaired by an ADD that held the lock before us
 		return file, link, nil
 	}
 	ipt, err := iptables.New()
