@@ -217,11 +217,7 @@ func attachment(args *skel.CmdArgs) ipam.Attachment {
 // allocate gets the pod's address: in-process for weft-ipam, else by
 // delegating to the configured IPAM plugin.
 func allocate(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnetfile.File) (*current.Result, error) {
-	if conf.IPAM.Type == ipamType {
-		cfg, _, err := ipamcni.LoadConfig(args.StdinData)
-		if err != nil {
-			return nil, err
-		}
+	if cfg := conf.ipamConf; cfg != nil {
 		// A store wiped while pods run learns their addresses from their
 		// veths' marks before it hands any out.
 		cfg.Live = func() (map[ipam.Attachment]netip.Addr, error) { return podnet.Live(conf.Bridge) }
@@ -243,11 +239,7 @@ func allocate(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subn
 
 // release frees the pod's address; unknown attachments succeed.
 func release(ctx context.Context, conf *NetConf, args *skel.CmdArgs) error {
-	if conf.IPAM.Type == ipamType {
-		cfg, _, err := ipamcni.LoadConfig(args.StdinData)
-		if err != nil {
-			return err
-		}
+	if cfg := conf.ipamConf; cfg != nil {
 		return cfg.Del(ctx, attachment(args))
 	}
 	return invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil)

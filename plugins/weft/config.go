@@ -28,6 +28,10 @@ type NetConf struct {
 	// be before an ADD syncs peers' routes and the full rule set again. The
 	// daemon keeps routes current between syncs; 0 syncs on every ADD.
 	PeerSyncInterval *int `json:"peerSyncInterval,omitempty"`
+
+	// ipamConf is the in-process IPAM's config when the ipam type is
+	// weft-ipam, parsed once by loadConf.
+	ipamConf *ipamcni.Config
 }
 
 // defaultPeerSync is the default PeerSyncInterval.
@@ -52,9 +56,11 @@ func loadConf(stdin []byte) (*NetConf, error) {
 	// The in-process IPAM's section is checked up front too, so a bad one
 	// fails before ADD sets the node up.
 	if conf.IPAM.Type == ipamType {
-		if _, _, err := ipamcni.LoadConfig(stdin); err != nil {
+		ipamConf, _, err := ipamcni.LoadConfig(stdin)
+		if err != nil {
 			return nil, cnierr.Classify(err)
 		}
+		conf.ipamConf = ipamConf
 	}
 	return conf, nil
 }

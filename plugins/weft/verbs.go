@@ -55,14 +55,10 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := callContext()
 	defer cancel()
-	if conf.IPAM.Type != ipamType {
+	if conf.ipamConf == nil {
 		return cnierr.Classify(invoke.DelegateCheck(ctx, conf.IPAM.Type, args.StdinData, nil))
 	}
-	cfg, _, err := ipamcni.LoadConfig(args.StdinData)
-	if err != nil {
-		return cnierr.Classify(err)
-	}
-	return cnierr.Classify(cfg.Check(ctx, attachment(args), ipamcni.FirstIPv4(prev)))
+	return cnierr.Classify(conf.ipamConf.Check(ctx, attachment(args), ipamcni.FirstIPv4(prev)))
 }
 
 func prevResult(conf *NetConf) (*current.Result, error) {
@@ -81,14 +77,10 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := callContext()
 	defer cancel()
-	if conf.IPAM.Type != ipamType {
+	if conf.ipamConf == nil {
 		return cnierr.Classify(invoke.DelegateGC(ctx, conf.IPAM.Type, args.StdinData, nil))
 	}
-	cfg, _, err := ipamcni.LoadConfig(args.StdinData)
-	if err != nil {
-		return cnierr.Classify(err)
-	}
-	freed, err := cfg.GC(ctx, conf.ValidAttachments)
+	freed, err := conf.ipamConf.GC(ctx, conf.ValidAttachments)
 	if len(freed) > 0 {
 		log.Info("gc released addresses", "network", conf.Name, "count", len(freed))
 	}
