@@ -107,7 +107,7 @@ func (p *Pool) adopt(st *State) (bool, error) {
 	held := make(map[netip.Addr]bool, len(live))
 	for _, a := range slices.SortedFunc(maps.Keys(live), compareAttachments) {
 		addr := live[a]
-		if a.validate() != nil || !addr.IsValid() || held[addr] {
+		if a.validate() != nil || checkAddr(addr) != nil || held[addr] {
 			continue
 		}
 		held[addr] = true

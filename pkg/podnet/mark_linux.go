@@ -1,6 +1,7 @@
 package podnet
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -54,6 +55,10 @@ func parseMark(s string) (a ipam.Attachment, addr netip.Addr, ok bool) {
 // addresses their marks record.
 func Live(bridge string) (map[ipam.Attachment]netip.Addr, error) {
 	br, err := netlink.LinkByName(bridge)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return nil, nil // no bridge, no pods on it
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bridge %s: %w", bridge, err)
 	}
