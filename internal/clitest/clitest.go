@@ -1,6 +1,8 @@
 // Package clitest runs a CNI plugin binary the way a runtime does (env,
-// stdin, exit code) for tests that feed it hostile input, and snapshots a
-// directory so a test can prove that a refused request changed nothing.
+// stdin, exit code) for tests that feed it hostile input, in a sandbox
+// network namespace with an etcd of its own, and records the files, the
+// kernel state and etcd's revision so a test can prove that a refused
+// request changed nothing.
 package clitest
 
 import (
