@@ -16,67 +16,118 @@ import (
 	"github.com/weft-cni/weft/pkg/netconf"
 )
 
+// acquireOpts are the acquire command's flags.
+type acquireOpts struct {
+	endpoint, prefix, network string
+	nodes                     int
+}
+
+// acquireResult is one client's Acquire: how long it took and the subnet
+// it got, or its error.
+type acquireResult struct {
+	el     time.Duration
+	subnet netip.Prefix
+	err    error
+}
+
 // acquire has -nodes clients, each with its own etcd connection, acquire a
 // lease at the same moment with lease.Store.Acquire.
 func acquire(args []string) error {
+	o, err := parseAcquireFlags(args)
+	if err != nil {
+		return err
+	}
+	raw, cfg, err := hostGWConfig(o.network, 0)
+	if err != nil {
+		return err
+	}
+	admin, ctx, done, err := session(o.endpoint, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := putConfig(ctx, admin, o.prefix, raw); err != nil {
+		return err
+	}
+	clis, closeAll, err := clients(o.endpoint, o.nodes)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	out, wall := acquireAtOnce(ctx, clis, o.prefix, cfg)
+	return reportAcquire(o.nodes, out, wall)
+}
+
+// parseAcquireFlags reads the acquire command's flags and checks them.
+func parseAcquireFlags(args []string) (acquireOpts, error) {
+	var o acquireOpts
 	fs := flag.NewFlagSet("acquire", flag.ContinueOnError)
-	endpoint := fs.String("etcd", "http://10.4.7.12:2379", "etcd endpoint")
-	prefix := fs.String("prefix", "/weftbench-acquire/network", "etcd prefix of a network of its own")
-	network := fs.String("network", "10.200.0.0/16", "that network")
-	nodes := fs.Int("nodes", 100, "nodes acquiring at once, each with its own etcd client")
+	etcdFlag(fs, &o.endpoint)
+	fs.StringVar(&o.prefix, "prefix", "/weftbench-acquire/network", "etcd prefix of a network of its own")
+	fs.StringVar(&o.network, "network", "10.200.0.0/16", "that network")
+	fs.IntVar(&o.nodes, "nodes", 100, "nodes acquiring at once, each with its own etcd client")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return o, err
 	}
-	if *nodes < 1 || *nodes > 250 {
-		return errors.New("-nodes must be 1..250")
+	if o.nodes < 1 || o.nodes > 250 {
+		return o, errors.New("-nodes must be 1..250")
 	}
-	raw := fmt.Sprintf(`{"Network": %q, "Backend": {"Type": "host-gw"}}`, *network)
-	cfg, err := netconf.Parse([]byte(raw))
-	if err != nil {
-		return err
-	}
-	admin, err := client(*endpoint)
-	if err != nil {
-		return err
-	}
-	defer admin.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if _, err := admin.Put(ctx, *prefix+"/config", raw); err != nil {
-		return err
-	}
-	clis := make([]*clientv3.Client, *nodes)
-	for i := range clis {
-		if clis[i], err = client(*endpoint); err != nil {
-			return err
+	return o, nil
+}
+
+// clients opens n warm etcd clients on endpoint. closeAll closes them, last
+// opened first; on an error the ones already opened are closed.
+func clients(endpoint string, n int) (clis []*clientv3.Client, closeAll func(), err error) {
+	closeAll = func() {
+		for i := len(clis) - 1; i >= 0; i-- {
+			clis[i].Close()
 		}
-		defer clis[i].Close()
 	}
-	type res struct {
-		el     time.Duration
-		subnet netip.Prefix
-		err    error
+	for range n {
+		cli, err := client(endpoint)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		clis = append(clis, cli)
 	}
-	out := make([]res, *nodes)
+	return clis, closeAll, nil
+}
+
+// acquireAtOnce has every client acquire a lease in the network cfg under
+// prefix, all released at the same moment; it returns each one's result
+// and the wall time until the last was done.
+func acquireAtOnce(ctx context.Context, clis []*clientv3.Client, prefix string, cfg *netconf.Config) ([]acquireResult, time.Duration) {
+	out := make([]acquireResult, len(clis))
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
-	for i := range *nodes {
-		wg.Go(func() {
-			store := lease.NewStore(clis[i], *prefix)
-			ip := netip.AddrFrom4([4]byte{10, 9, byte(i / 250), byte(i%250 + 1)})
-			<-gate
-			t0 := time.Now()
-			l, err := store.Acquire(ctx, cfg, lease.Attrs{PublicIP: ip, BackendType: "host-gw"}, lease.AcquireOptions{TTL: 24 * time.Hour})
-			out[i].el, out[i].err = time.Since(t0), err
-			if err == nil {
-				out[i].subnet = l.Subnet
-			}
-		})
+	for i := range clis {
+		wg.Go(func() { out[i] = acquireOne(ctx, clis[i], prefix, cfg, i, gate) })
 	}
 	t0 := time.Now()
 	close(gate)
 	wg.Wait()
-	wall := time.Since(t0)
+	return out, time.Since(t0)
+}
+
+// acquireOne is node i acquiring its lease, with PublicIP 10.9.x.y, once
+// gate is closed.
+func acquireOne(ctx context.Context, cli *clientv3.Client, prefix string, cfg *netconf.Config, i int, gate <-chan struct{}) acquireResult {
+	store := lease.NewStore(cli, prefix)
+	ip := netip.AddrFrom4([4]byte{10, 9, byte(i / 250), byte(i%250 + 1)})
+	<-gate
+	t0 := time.Now()
+	l, err := store.Acquire(ctx, cfg, lease.Attrs{PublicIP: ip, BackendType: "host-gw"}, lease.AcquireOptions{TTL: 24 * time.Hour})
+	r := acquireResult{el: time.Since(t0), err: err}
+	if err == nil {
+		r.subnet = l.Subnet
+	}
+	return r
+}
+
+// reportAcquire prints the table on stdout and the summary line on stderr;
+// it fails if two nodes got the same subnet.
+func reportAcquire(nodes int, out []acquireResult, wall time.Duration) error {
 	var xs []float64
 	subnets := map[netip.Prefix]int{}
 	var errs []error
@@ -94,7 +145,7 @@ func acquire(args []string) error {
 			dups++
 		}
 	}
-	fmt.Printf("| %d nodes acquiring at once | |\n|---|---:|\n", *nodes)
+	fmt.Printf("| %d nodes acquiring at once | |\n|---|---:|\n", nodes)
 	fmt.Printf("| all done (wall) | %.1f ms |\n| per node p50 / p99 / max | %.1f / %.1f / %.1f ms |\n| leases | %d distinct subnets, %d held twice, %d errors |\n",
 		ms(wall), pct(xs, 50), pct(xs, 99), pct(xs, 100), len(subnets), dups, len(errs))
 	if len(errs) > 0 {

@@ -14,20 +14,71 @@ import (
 	"time"
 )
 
+// daemonProc is a running `weft daemon` and when it was started.
 type daemonProc struct {
 	cmd *exec.Cmd
 	t0  time.Time
 }
 
-// startDaemon runs `ip netns exec NS weft daemon FLAGS…`; ip execs the
-// daemon in place, so the pid is the daemon's.
-func startDaemon(ipPath, nsName, weft string, flags []string, logPath string) (*daemonProc, error) {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+// daemonOpts are the flags of a command that runs `weft daemon` in a node
+// namespace: how to run it and where it serves /readyz.
+type daemonOpts struct {
+	weft, nsName, addr, subnetFile, logPath string
+	port                                    int
+}
+
+// addDaemonFlags registers -weft, -netns, -addr, -port (defaulting to
+// port), -subnet-file and -log on fs.
+func addDaemonFlags(fs *flag.FlagSet, port int) *daemonOpts {
+	o := &daemonOpts{}
+	fs.StringVar(&o.weft, "weft", "weft", "weft binary")
+	fs.StringVar(&o.nsName, "netns", "", "node namespace name (ip netns)")
+	fs.StringVar(&o.addr, "addr", "", "node address to serve /readyz on")
+	fs.IntVar(&o.port, "port", port, "healthz port")
+	fs.StringVar(&o.subnetFile, "subnet-file", "", "the node's subnet file")
+	fs.StringVar(&o.logPath, "log", "/dev/null", "daemon log")
+	return o
+}
+
+// ownNetwork is a network of its own for a daemon: its etcd prefix, the
+// node's public IP in it and the bridge its pods would use.
+type ownNetwork struct {
+	prefix, publicIP, bridge string
+}
+
+// args are the daemon's flags for etcd at endpoint, on the default network
+// when own is nil and on own otherwise.
+func (o *daemonOpts) args(endpoint string, own *ownNetwork) []string {
+	args := []string{"--etcd-endpoints=" + endpoint}
+	if own != nil {
+		args = append(args, "--etcd-prefix="+own.prefix)
+	}
+	args = append(args, "--iface=eth0")
+	if own != nil {
+		args = append(args, "--public-ip="+own.publicIP)
+	}
+	args = append(args, "--subnet-file="+o.subnetFile)
+	if own != nil {
+		args = append(args, "--bridge="+own.bridge)
+	}
+	return append(args, "--healthz-ip="+o.addr, fmt.Sprintf("--healthz-port=%d", o.port))
+}
+
+// readyURL is the daemon's /readyz.
+func (o *daemonOpts) readyURL() string {
+	return fmt.Sprintf("http://%s:%d/readyz", o.addr, o.port)
+}
+
+// startDaemon runs `ip netns exec NS weft daemon FLAGS…` (ip at ipPath)
+// with its output appended to the log; ip execs the daemon in place, so the
+// pid is the daemon's.
+func startDaemon(ipPath string, o *daemonOpts, flags []string) (*daemonProc, error) {
+	logf, err := os.OpenFile(o.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(ipPath, append([]string{"netns", "exec", nsName, weft, "daemon"}, flags...)...)
+	cmd := exec.Command(ipPath, append([]string{"netns", "exec", o.nsName, o.weft, "daemon"}, flags...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -36,6 +87,8 @@ func startDaemon(ipPath, nsName, weft string, flags []string, logPath string) (*
 	return &daemonProc{cmd: cmd, t0: t0}, nil
 }
 
+// stop sends the daemon SIGTERM and waits for it to exit, killing it if it
+// has not within 10 s.
 func (d *daemonProc) stop() error {
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
@@ -93,6 +146,7 @@ func rss(pid int) (float64, float64) {
 	return get("VmRSS"), get("VmHWM")
 }
 
+// exitedChan is closed once cmd's process is gone, checked every 20 ms.
 func exitedChan(cmd *exec.Cmd) <-chan struct{} {
 	ch := make(chan struct{})
 	go func() {
@@ -111,13 +165,9 @@ func exitedChan(cmd *exec.Cmd) <-chan struct{} {
 // acquires a lease, then restarts that find it.
 func start(args []string) error {
 	fs := flag.NewFlagSet("start", flag.ContinueOnError)
-	endpoint := fs.String("etcd", "http://10.4.7.12:2379", "etcd endpoint")
-	weft := fs.String("weft", "weft", "weft binary")
-	nsName := fs.String("netns", "", "node namespace name (ip netns)")
-	addr := fs.String("addr", "", "node address to serve /readyz on")
-	port := fs.Int("port", 2401, "healthz port")
-	subnetFile := fs.String("subnet-file", "", "the node's subnet file")
-	logPath := fs.String("log", "/dev/null", "daemon log")
+	var endpoint string
+	etcdFlag(fs, &endpoint)
+	o := addDaemonFlags(fs, 2401)
 	runs := fs.Int("runs", 5, "starts: the first acquires the lease, the rest reuse it")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -129,20 +179,27 @@ func start(args []string) error {
 	if err != nil {
 		return err
 	}
-	flags := []string{"--etcd-endpoints=" + *endpoint, "--iface=eth0", "--subnet-file=" + *subnetFile,
-		"--healthz-ip=" + *addr, fmt.Sprintf("--healthz-port=%d", *port)}
-	url := fmt.Sprintf("http://%s:%d/readyz", *addr, *port)
-	var first float64
-	var restarts []float64
-	for i := range *runs {
-		d, err := startDaemon(ipPath, *nsName, *weft, flags, *logPath)
+	first, restarts, err := timeStarts(ipPath, o, o.args(endpoint, nil), *runs)
+	if err != nil {
+		return err
+	}
+	printStart(first, restarts)
+	return nil
+}
+
+// timeStarts starts and stops the daemon runs times and returns the ms
+// from start to /readyz 200 of the first start and of the restarts.
+func timeStarts(ipPath string, o *daemonOpts, flags []string, runs int) (first float64, restarts []float64, err error) {
+	url := o.readyURL()
+	for i := range runs {
+		d, err := startDaemon(ipPath, o, flags)
 		if err != nil {
-			return err
+			return 0, nil, err
 		}
 		el, err := waitReady(url, d.t0, 30*time.Second, exitedChan(d.cmd))
 		stopErr := d.stop()
 		if err != nil {
-			return err
+			return 0, nil, err
 		}
 		if stopErr != nil {
 			fmt.Fprintf(os.Stderr, "ctlplane start: run %d: %v\n", i, stopErr)
@@ -153,11 +210,16 @@ func start(args []string) error {
 			restarts = append(restarts, ms(el))
 		}
 	}
+	return first, restarts, nil
+}
+
+// printStart prints the start table on stdout and the summary line on
+// stderr.
+func printStart(first float64, restarts []float64) {
 	fmt.Printf("| daemon start → /readyz 200 | n | p50 ms | max ms |\n|---|---:|---:|---:|\n")
 	fmt.Printf("| first start: no subnet file, lease acquired in etcd | 1 | %.1f | %.1f |\n", first, first)
 	if len(restarts) > 0 {
 		fmt.Printf("| restart: subnet file and lease present | %d | %.1f | %.1f |\n", len(restarts), pct(restarts, 50), pct(restarts, 100))
 	}
 	fmt.Fprintf(os.Stderr, "summary first=%.1f restart_p50=%.1f\n", first, pct(restarts, 50))
-	return nil
 }

@@ -31,7 +31,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 )
 
@@ -59,30 +58,20 @@ func main() {
 	}
 }
 
-func client(endpoint string) (*clientv3.Client, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := cli.Get(ctx, "/warm-up"); err != nil { // a warm connection
-		cli.Close()
-		return nil, fmt.Errorf("etcd at %s: %w", endpoint, err)
-	}
-	return cli, nil
-}
-
+// subnetKey is the etcd key of subnet p's lease under prefix.
 func subnetKey(prefix string, p netip.Prefix) string {
 	return fmt.Sprintf("%s/subnets/%s-%d", prefix, p.Addr(), p.Bits())
 }
 
+// attrs is the value of a host-gw lease whose PublicIP is gw.
 func attrs(gw netip.Addr) string {
 	return fmt.Sprintf(`{"PublicIP":"%s","PublicIPv6":null,"BackendType":"host-gw"}`, gw)
 }
 
+// ms is d in milliseconds.
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
+// pct is the p-th percentile (nearest rank) of xs, NaN if xs is empty.
 func pct(xs []float64, p float64) float64 {
 	if len(xs) == 0 {
 		return math.NaN()
@@ -123,24 +112,29 @@ func watchRoutes(ctx context.Context, nodes map[string]string) (<-chan routeEven
 			return nil, nil, fmt.Errorf("subscribing to routes of %s: %w", name, err)
 		}
 		go func() { <-ctx.Done(); close(done) }()
-		go func() {
-			for u := range ch {
-				at := time.Now()
-				if u.Dst == nil || (u.Type != unix.RTM_NEWROUTE && u.Type != unix.RTM_DELROUTE) {
-					continue
-				}
-				dst, ok := netipPrefix(u.Dst)
-				if !ok {
-					continue
-				}
-				gw, _ := netip.AddrFromSlice(u.Gw.To4())
-				out <- routeEvent{node: name, add: u.Type == unix.RTM_NEWROUTE, dst: dst, gw: gw, at: at}
-			}
-		}()
+		go forwardRoutes(name, ch, out)
 	}
 	return out, errc, nil
 }
 
+// forwardRoutes turns the IPv4 route additions and removals among node's
+// netlink updates into routeEvents on out, timestamped as they arrive.
+func forwardRoutes(node string, ch <-chan netlink.RouteUpdate, out chan<- routeEvent) {
+	for u := range ch {
+		at := time.Now()
+		if u.Dst == nil || (u.Type != unix.RTM_NEWROUTE && u.Type != unix.RTM_DELROUTE) {
+			continue
+		}
+		dst, ok := netipPrefix(u.Dst)
+		if !ok {
+			continue
+		}
+		gw, _ := netip.AddrFromSlice(u.Gw.To4())
+		out <- routeEvent{node: node, add: u.Type == unix.RTM_NEWROUTE, dst: dst, gw: gw, at: at}
+	}
+}
+
+// netipPrefix converts an IPv4 destination; false if it is not IPv4.
 func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
 	a, ok := netip.AddrFromSlice(n.IP.To4())
 	if !ok {

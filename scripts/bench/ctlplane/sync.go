@@ -11,110 +11,182 @@ import (
 	"os/exec"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/weft-cni/weft/pkg/netconf"
 )
+
+// syncOpts are the sync command's flags.
+type syncOpts struct {
+	endpoint, prefix, network, gwFirst string
+	nsPath, publicIP, bridge           string
+	peers                              int
+	daemon                             *daemonOpts
+}
+
+// syncResult is what sync measures, times in ms from the daemon's start
+// and memory in MiB.
+type syncResult struct {
+	peers                 int // peer leases written
+	inKernel              int // of their routes, in the kernel table after
+	firstRoute, allRoutes float64
+	ready                 float64
+	rssSync, rssIdle, hwm float64
+}
 
 // syncPeers writes -peers leases under a prefix of their own, starts a daemon
 // for it and measures start to every peer route present, and its RSS.
 func syncPeers(args []string) error {
+	o, err := parseSyncFlags(args)
+	if err != nil {
+		return err
+	}
+	cli, ctx, done, err := session(o.endpoint, 0)
+	if err != nil {
+		return err
+	}
+	defer done()
+	want, err := writePeers(ctx, cli, o)
+	if err != nil {
+		return err
+	}
+	r, err := measureSync(ctx, o, want)
+	if err != nil {
+		return err
+	}
+	printSync(r)
+	return nil
+}
+
+// parseSyncFlags reads the sync command's flags and checks them.
+func parseSyncFlags(args []string) (syncOpts, error) {
+	var o syncOpts
 	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
-	endpoint := fs.String("etcd", "http://10.4.7.12:2379", "etcd endpoint")
-	prefix := fs.String("prefix", "/weftbench-sync/network", "etcd prefix of a network of its own")
-	network := fs.String("network", "172.16.0.0/12", "that network")
-	peers := fs.Int("peers", 1000, "peer leases")
-	gwFirst := fs.String("gw-first", "10.6.1.1", "PublicIP of the first peer (on-link on the node)")
-	weft := fs.String("weft", "weft", "weft binary")
-	nsName := fs.String("netns", "", "node namespace name (ip netns)")
-	nsPath := fs.String("netns-path", "", "its path")
-	addr := fs.String("addr", "", "node address to serve /readyz on")
-	publicIP := fs.String("public-ip", "", "the node's --public-ip")
-	port := fs.Int("port", 2402, "healthz port")
-	subnetFile := fs.String("subnet-file", "", "the node's subnet file")
-	bridge := fs.String("bridge", "weftsync0", "the daemon's --bridge")
-	logPath := fs.String("log", "/dev/null", "daemon log")
+	etcdFlag(fs, &o.endpoint)
+	fs.StringVar(&o.prefix, "prefix", "/weftbench-sync/network", "etcd prefix of a network of its own")
+	fs.StringVar(&o.network, "network", "172.16.0.0/12", "that network")
+	fs.IntVar(&o.peers, "peers", 1000, "peer leases")
+	fs.StringVar(&o.gwFirst, "gw-first", "10.6.1.1", "PublicIP of the first peer (on-link on the node)")
+	o.daemon = addDaemonFlags(fs, 2402)
+	fs.StringVar(&o.nsPath, "netns-path", "", "its path")
+	fs.StringVar(&o.publicIP, "public-ip", "", "the node's --public-ip")
+	fs.StringVar(&o.bridge, "bridge", "weftsync0", "the daemon's --bridge")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return o, err
 	}
-	if *peers < 1 || *peers > 4000 {
-		return errors.New("-peers must be 1..4000")
+	if o.peers < 1 || o.peers > 4000 {
+		return o, errors.New("-peers must be 1..4000")
 	}
-	cli, err := client(*endpoint)
+	return o, nil
+}
+
+// writePeers writes the network config under -prefix and -peers leases in
+// that network, bound to one etcd lease, with PublicIPs from -gw-first up;
+// it returns their subnets.
+func writePeers(ctx context.Context, cli *clientv3.Client, o syncOpts) (map[netip.Prefix]bool, error) {
+	raw, cfg, err := hostGWConfig(o.network, 24)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer cli.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	raw := fmt.Sprintf(`{"Network": %q, "SubnetLen": 24, "Backend": {"Type": "host-gw"}}`, *network)
-	cfg, err := netconf.Parse([]byte(raw))
+	if err := putConfig(ctx, cli, o.prefix, raw); err != nil {
+		return nil, err
+	}
+	id, err := grantDay(ctx, cli)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := cli.Put(ctx, *prefix+"/config", raw); err != nil {
-		return err
-	}
-	grant, err := cli.Grant(ctx, 24*3600)
+	gw, err := netip.ParseAddr(o.gwFirst)
 	if err != nil {
-		return err
-	}
-	gw, err := netip.ParseAddr(*gwFirst)
-	if err != nil {
-		return err
+		return nil, err
 	}
 	want := map[netip.Prefix]bool{}
-	var ops []clientv3.Op
-	flush := func() error {
-		if len(ops) == 0 {
-			return nil
-		}
-		_, err := cli.Txn(ctx).Then(ops...).Commit()
-		ops = ops[:0]
-		return err
-	}
+	batch := &txnBatch{ctx: ctx, cli: cli}
 	putStart := time.Now()
 	for p := range cfg.Subnets() {
-		if len(want) == *peers {
+		if len(want) == o.peers {
 			break
 		}
 		want[p] = true
-		ops = append(ops, clientv3.OpPut(subnetKey(*prefix, p), attrs(gw), clientv3.WithLease(grant.ID)))
-		gw = gw.Next()
-		if len(ops) == 100 {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := batch.add(clientv3.OpPut(subnetKey(o.prefix, p), attrs(gw), clientv3.WithLease(id))); err != nil {
+			return nil, err
 		}
+		gw = gw.Next()
 	}
-	if err := flush(); err != nil {
-		return err
+	if err := batch.flush(); err != nil {
+		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "ctlplane sync: %d peer leases written in %.0f ms\n", len(want), ms(time.Since(putStart)))
-	netw := netip.MustParsePrefix(*network)
+	return want, nil
+}
 
-	events, errc, err := watchRoutes(ctx, map[string]string{"node": *nsPath})
+// txnBatch commits etcd ops in transactions of 100.
+type txnBatch struct {
+	ctx context.Context
+	cli *clientv3.Client
+	ops []clientv3.Op
+}
+
+// add queues op, committing the batch when it has 100.
+func (b *txnBatch) add(op clientv3.Op) error {
+	b.ops = append(b.ops, op)
+	if len(b.ops) == 100 {
+		return b.flush()
+	}
+	return nil
+}
+
+// flush commits the queued ops, if any, in one transaction.
+func (b *txnBatch) flush() error {
+	if len(b.ops) == 0 {
+		return nil
+	}
+	_, err := b.cli.Txn(b.ctx).Then(b.ops...).Commit()
+	b.ops = b.ops[:0]
+	return err
+}
+
+// measureSync starts the daemon on the node for the network of its own and
+// measures it: the peer routes' arrival, /readyz, the routes in the kernel
+// table after, and its memory then and 3 s later. It stops the daemon.
+func measureSync(ctx context.Context, o syncOpts, want map[netip.Prefix]bool) (syncResult, error) {
+	r := syncResult{peers: len(want)}
+	network := netip.MustParsePrefix(o.network)
+	events, errc, err := watchRoutes(ctx, map[string]string{"node": o.nsPath})
 	if err != nil {
-		return err
+		return r, err
 	}
 	ipPath, err := exec.LookPath("ip")
 	if err != nil {
-		return err
+		return r, err
 	}
-	flags := []string{"--etcd-endpoints=" + *endpoint, "--etcd-prefix=" + *prefix, "--iface=eth0",
-		"--public-ip=" + *publicIP, "--subnet-file=" + *subnetFile, "--bridge=" + *bridge,
-		"--healthz-ip=" + *addr, fmt.Sprintf("--healthz-port=%d", *port)}
-	d, err := startDaemon(ipPath, *nsName, *weft, flags, *logPath)
+	d, err := startDaemon(ipPath, o.daemon, o.daemon.args(o.endpoint, &ownNetwork{o.prefix, o.publicIP, o.bridge}))
 	if err != nil {
-		return err
+		return r, err
 	}
 	defer d.stop()
 	exited := exitedChan(d.cmd)
+	readyc := readyAsync(o.daemon.readyURL(), d, exited)
+	w := peerRoutes{events: events, errc: errc, exited: exited, t0: d.t0, network: network, want: want}
+	if r.firstRoute, r.allRoutes, err = w.wait(); err != nil {
+		return r, err
+	}
+	r.rssSync, _ = rss(d.cmd.Process.Pid)
+	r.ready = <-readyc
+	// The kernel's view, to be sure the events were not a partial picture.
+	if r.inKernel, err = countRoutes(o.nsPath, want); err != nil {
+		return r, err
+	}
+	time.Sleep(3 * time.Second)
+	r.rssIdle, r.hwm = rss(d.cmd.Process.Pid)
+	r.hwm = max(r.hwm, r.rssSync, r.rssIdle) // the kernel updates VmHWM lazily
+	return r, nil
+}
+
+// readyAsync waits, in the background, up to 60 s for url to answer 200
+// and sends the time from the daemon's start in ms, or NaN (and says why on
+// stderr) if it did not.
+func readyAsync(url string, d *daemonProc, exited <-chan struct{}) <-chan float64 {
 	readyc := make(chan float64, 1)
 	go func() {
-		el, err := waitReady(fmt.Sprintf("http://%s:%d/readyz", *addr, *port), d.t0, 60*time.Second, exited)
+		el, err := waitReady(url, d.t0, 60*time.Second, exited)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "ctlplane sync: %v\n", err)
 			readyc <- math.NaN()
@@ -122,63 +194,74 @@ func syncPeers(args []string) error {
 		}
 		readyc <- ms(el)
 	}()
+	return readyc
+}
+
+// peerRoutes is a wait for the daemon to add a route to every wanted peer
+// subnet.
+type peerRoutes struct {
+	events  <-chan routeEvent
+	errc    <-chan error
+	exited  <-chan struct{}
+	t0      time.Time // the daemon's start
+	network netip.Prefix
+	want    map[netip.Prefix]bool
+}
+
+// wait returns the ms from t0 to the first and to the last wanted route
+// added, failing after 60 s or if the daemon exits.
+func (w peerRoutes) wait() (first, all float64, err error) {
 	seen := map[netip.Prefix]bool{}
-	var firstRoute, allRoutes float64
 	deadline := time.After(60 * time.Second)
-	for len(seen) < len(want) {
+	for len(seen) < len(w.want) {
 		select {
-		case ev := <-events:
-			if ev.add && netw.Contains(ev.dst.Addr()) && want[ev.dst] && !seen[ev.dst] {
+		case ev := <-w.events:
+			if ev.add && w.network.Contains(ev.dst.Addr()) && w.want[ev.dst] && !seen[ev.dst] {
 				seen[ev.dst] = true
 				if len(seen) == 1 {
-					firstRoute = ms(ev.at.Sub(d.t0))
+					first = ms(ev.at.Sub(w.t0))
 				}
-				if len(seen) == len(want) {
-					allRoutes = ms(ev.at.Sub(d.t0))
+				if len(seen) == len(w.want) {
+					all = ms(ev.at.Sub(w.t0))
 				}
 			}
-		case err := <-errc:
-			return err
-		case <-exited:
-			return errors.New("daemon exited during the sync")
+		case err := <-w.errc:
+			return 0, 0, err
+		case <-w.exited:
+			return 0, 0, errors.New("daemon exited during the sync")
 		case <-deadline:
-			return fmt.Errorf("only %d of %d routes after 60s", len(seen), len(want))
+			return 0, 0, fmt.Errorf("only %d of %d routes after 60s", len(seen), len(w.want))
 		}
 	}
-	rssSync, _ := rss(d.cmd.Process.Pid)
-	ready := <-readyc
-	// The kernel's view, to be sure the events were not a partial picture.
-	h, err := netns.GetFromPath(*nsPath)
+	return first, all, nil
+}
+
+// countRoutes counts the routes in the kernel table of the namespace at
+// nsPath whose destination is one of want.
+func countRoutes(nsPath string, want map[netip.Prefix]bool) (int, error) {
+	routes, err := routesIn(nsPath)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	nh, err := netlink.NewHandleAt(h)
-	h.Close()
-	if err != nil {
-		return err
-	}
-	routes, err := nh.RouteList(nil, netlink.FAMILY_V4)
-	nh.Close()
-	if err != nil {
-		return err
-	}
-	inNet := 0
+	n := 0
 	for _, r := range routes {
 		if r.Dst != nil {
 			if p, ok := netipPrefix(r.Dst); ok && want[p] {
-				inNet++
+				n++
 			}
 		}
 	}
-	time.Sleep(3 * time.Second)
-	rssIdle, hwm := rss(d.cmd.Process.Pid)
-	fmt.Printf("| %d peers (host-gw) | ms from daemon start |\n|---|---:|\n", len(want))
+	return n, nil
+}
+
+// printSync prints the sync and memory tables on stdout and the summary
+// line on stderr.
+func printSync(r syncResult) {
+	fmt.Printf("| %d peers (host-gw) | ms from daemon start |\n|---|---:|\n", r.peers)
 	fmt.Printf("| first peer route | %.1f |\n| all %d peer routes (%d in the kernel table after) | %.1f |\n| /readyz 200 | %.1f |\n",
-		firstRoute, len(want), inNet, allRoutes, ready)
-	hwm = max(hwm, rssSync, rssIdle) // the kernel updates VmHWM lazily
+		r.firstRoute, r.peers, r.inKernel, r.allRoutes, r.ready)
 	fmt.Printf("\n| daemon memory with %d peers | MiB |\n|---|---:|\n| RSS when all routes were in | %.1f |\n| RSS 3 s later | %.1f |\n| peak RSS seen | %.1f |\n",
-		len(want), rssSync, rssIdle, hwm)
+		r.peers, r.rssSync, r.rssIdle, r.hwm)
 	fmt.Fprintf(os.Stderr, "summary sync_ms=%.1f first_route_ms=%.1f ready_ms=%.1f rss_mib=%.1f hwm_mib=%.1f routes=%d\n",
-		allRoutes, firstRoute, ready, rssIdle, hwm, inNet)
-	return nil
+		r.allRoutes, r.firstRoute, r.ready, r.rssIdle, r.hwm, r.inKernel)
 }
