@@ -126,20 +126,31 @@ func (n *node) del(t testing.TB, pod string) {
 	}
 }
 
-// resultIP is the first address of a CNI result.
+// resultIP is the first address of a CNI result; it fails the test when
+// there is none (so it must not run in a goroutine; use resultAddr there).
 func resultIP(t testing.TB, out string) netip.Addr {
 	t.Helper()
+	ip, err := resultAddr(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ip
+}
+
+// resultAddr is the first address of a CNI result, or an error: for
+// goroutines, which must not call t.Fatal.
+func resultAddr(out string) (netip.Addr, error) {
 	var res struct {
 		IPs []struct{ Address string } `json:"ips"`
 	}
 	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.IPs) == 0 {
-		t.Fatalf("no address in CNI result %q: %v", out, err)
+		return netip.Addr{}, fmt.Errorf("no address in CNI result %q: %v", out, err)
 	}
 	p, err := netip.ParsePrefix(res.IPs[0].Address)
 	if err != nil {
-		t.Fatal(err)
+		return netip.Addr{}, err
 	}
-	return p.Addr()
+	return p.Addr(), nil
 }
 
 // subnet reads the node's leased subnet from its subnet file.

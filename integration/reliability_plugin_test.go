@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -111,6 +110,21 @@ func (n *node) ruleCount(t testing.TB) int {
 	return c
 }
 
+// addDel runs an undisturbed ADD then DEL of id in pod, failing the test on
+// error, and returns how long the ADD took.
+func (n *node) addDel(t testing.TB, id, pod string, conf []byte) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if _, err := n.call(t, "ADD", id, pod, conf); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if _, err := n.call(t, "DEL", id, pod, conf); err != nil {
+		t.Fatal(err)
+	}
+	return took
+}
+
 // killIterations is how many ADDs TestReliabilityKillDuringAdd kills
 // (WEFT_KILL_ITERATIONS overrides; the soak script raises it); the test
 // stops early, with what it did, after killBudget (WEFT_KILL_BUDGET, a Go
@@ -134,266 +148,156 @@ func killBudget() time.Duration {
 // namespace removed and GC) leaves no address, no veth and no extra rule,
 // and the next ADD of the same attachment works.
 func TestReliabilityKillDuringAdd(t *testing.T) {
-	c := newCluster(t, seedNetwork)
-	n := c.node(t, "node21", node21Addr, nil)
-	conf := n.netconf(t, 0, nil) // a full node sync inside every ADD: more to interrupt
-	pod := c.tp.PodNS(t, "warm")
-	start := time.Now()
-	if _, err := n.call(t, "ADD", "warm", pod, conf); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.call(t, "DEL", "warm", pod, conf); err != nil {
-		t.Fatal(err)
-	}
-	start = time.Now()
-	if _, err := n.call(t, "ADD", "warm", pod, conf); err != nil {
-		t.Fatal(err)
-	}
-	addTime := time.Since(start)
-	if _, err := n.call(t, "DEL", "warm", pod, conf); err != nil {
-		t.Fatal(err)
-	}
-	rules := n.ruleCount(t)
-	subnet := n.subnet(t)
-	t.Logf("an undisturbed ADD takes %s; kills land in 0..%s", addTime, addTime)
-
+	k := newKillTest(t)
 	deadline := time.Now().Add(killBudget())
-	killed, completed, viaGC, iters := 0, 0, 0, 0
 	for i := range killIterations() {
 		if time.Now().After(deadline) {
 			break
 		}
-		iters++
-		id := fmt.Sprintf("kill-%d", i)
-		ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
-		cmd, out := n.pluginCmd(t, ctx, "ADD", id, pod, conf)
-		if err := cmd.Start(); err != nil {
-			cancel()
-			t.Fatal(err)
-		}
-		delay := time.Duration(rand.Int64N(int64(addTime) + 1))
-		timer := time.AfterFunc(delay, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
-		err := cmd.Wait()
-		timer.Stop()
-		cancel()
-		var exitErr *exec.ExitError
-		switch {
-		case err == nil:
-			completed++
-		case errors.As(err, &exitErr) && exitErr.Sys().(syscall.WaitStatus).Signaled():
-			killed++
-		default:
-			t.Fatalf("iteration %d: ADD failed on its own: %v\n%s", i, err, out)
-		}
-		if i%4 == 3 {
-			// The runtime lost the container: its namespace goes, GC frees the rest.
-			viaGC++
-			if err := deleteNS(nsName(pod)); err != nil {
-				t.Fatal(err)
-			}
-			if err := n.gc(t, conf, nil); err != nil {
-				t.Fatalf("iteration %d: GC: %v", i, err)
-			}
-			pod = c.tp.PodNS(t, fmt.Sprintf("k%d", i))
-			// The kernel frees a deleted namespace's veths asynchronously.
-			WaitFor(t, 10*time.Second, "veths of the removed namespace gone", func() (bool, error) { return veths(t, n) == 0, nil })
-		} else if _, err := n.call(t, "DEL", id, pod, conf); err != nil {
-			t.Fatalf("iteration %d: DEL after the kill: %v", i, err)
-		}
-		if a, v, r := n.allocations(t), veths(t, n), n.ruleCount(t); a != 0 || v != 0 || r != rules {
-			t.Fatalf("iteration %d (killed after %s): %d addresses, %d veths, %d rules (want 0, 0, %d) left",
-				i, delay, a, v, r, rules)
-		}
-		if _, err := TryIn(pod, "ip", "link", "show", "eth0"); err == nil {
-			t.Fatalf("iteration %d: eth0 left in the pod", i)
-		}
-		res, err := n.call(t, "ADD", id, pod, conf)
-		if err != nil {
-			t.Fatalf("iteration %d: ADD of the same attachment after the kill: %v", i, err)
-		}
-		if ip := resultIP(t, res); !subnet.Contains(ip) {
-			t.Fatalf("iteration %d: re-ADD got %s outside %s", i, ip, subnet)
-		}
-		if _, err := n.call(t, "DEL", id, pod, conf); err != nil {
-			t.Fatalf("iteration %d: final DEL: %v", i, err)
-		}
+		k.iteration(t, i)
 	}
-	if iters < 20 {
-		t.Fatalf("only %d iterations in %s", iters, killBudget())
+	if k.iters < 20 {
+		t.Fatalf("only %d iterations in %s", k.iters, killBudget())
 	}
-	if a, v := n.allocations(t), veths(t, n); a != 0 || v != 0 {
+	if a, v := k.n.allocations(t), veths(t, k.n); a != 0 || v != 0 {
 		t.Fatalf("at the end: %d addresses and %d veths left", a, v)
 	}
 	t.Logf("RESULT kill-during-add: %d ADDs interrupted (%d killed, %d finished before the kill), %d cleaned by GC, %d by DEL; leaked addresses 0, veths 0, extra rules 0",
-		iters, killed, completed, viaGC, iters-viaGC)
+		k.iters, k.killed, k.completed, k.viaGC, k.iters-k.viaGC)
+}
+
+// killTest is the state of TestReliabilityKillDuringAdd: the node, its
+// netconf, the pod namespace in use, the baseline every iteration must
+// return to, and the counts the RESULT line reports.
+type killTest struct {
+	c       *cluster
+	n       *node
+	conf    []byte
+	pod     string        // replaced each time an iteration removes it
+	addTime time.Duration // an undisturbed ADD: kills land in 0..addTime
+	rules   int           // the node's iptables rules with no pod
+	subnet  netip.Prefix
+
+	iters, killed, completed, viaGC int
+}
+
+// newKillTest starts a one-node cluster with a full node sync inside every
+// ADD (more to interrupt), sets the node up with a first ADD and DEL, and
+// times a second, undisturbed one. It records the rule count and subnet
+// the iterations are checked against.
+func newKillTest(t *testing.T) *killTest {
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	k := &killTest{c: c, n: n, conf: n.netconf(t, 0, nil), pod: c.tp.PodNS(t, "warm")}
+	n.addDel(t, "warm", k.pod, k.conf)
+	k.addTime = n.addDel(t, "warm", k.pod, k.conf)
+	k.rules = n.ruleCount(t)
+	k.subnet = n.subnet(t)
+	t.Logf("an undisturbed ADD takes %s; kills land in 0..%s", k.addTime, k.addTime)
+	return k
+}
+
+// iteration i kills an ADD, cleans up after it (DEL, or every fourth time
+// the pod namespace removed and GC), checks that nothing is left, and
+// checks that the same attachment can then be added and deleted.
+func (k *killTest) iteration(t *testing.T, i int) {
+	k.iters++
+	id := fmt.Sprintf("kill-%d", i)
+	delay := k.killAdd(t, i, id)
+	if i%4 == 3 {
+		k.loseAndGC(t, i)
+	} else if _, err := k.n.call(t, "DEL", id, k.pod, k.conf); err != nil {
+		t.Fatalf("iteration %d: DEL after the kill: %v", i, err)
+	}
+	k.checkNothingLeft(t, i, delay)
+	k.checkReAdd(t, i, id)
+}
+
+// killAdd starts ADD of id and SIGKILLs it after a random delay in
+// 0..addTime, counting whether the kill landed or ADD finished first. An
+// ADD that fails by itself fails the test. It returns the delay.
+func (k *killTest) killAdd(t *testing.T, i int, id string) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	cmd, out := k.n.pluginCmd(t, ctx, "ADD", id, k.pod, k.conf)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	delay := time.Duration(rand.Int64N(int64(k.addTime) + 1))
+	timer := time.AfterFunc(delay, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	err := cmd.Wait()
+	timer.Stop()
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		k.completed++
+	case errors.As(err, &exitErr) && exitErr.Sys().(syscall.WaitStatus).Signaled():
+		k.killed++
+	default:
+		t.Fatalf("iteration %d: ADD failed on its own: %v\n%s", i, err, out)
+	}
+	return delay
+}
+
+// loseAndGC is the runtime losing the container: its namespace goes, GC
+// (with no valid attachment) frees the rest. A fresh pod namespace takes
+// its place once the kernel, which frees a deleted namespace's veths
+// asynchronously, has removed them.
+func (k *killTest) loseAndGC(t *testing.T, i int) {
+	t.Helper()
+	k.viaGC++
+	if err := deleteNS(nsName(k.pod)); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.n.gc(t, k.conf, nil); err != nil {
+		t.Fatalf("iteration %d: GC: %v", i, err)
+	}
+	k.pod = k.c.tp.PodNS(t, fmt.Sprintf("k%d", i))
+	WaitFor(t, 10*time.Second, "veths of the removed namespace gone", func() (bool, error) { return veths(t, k.n) == 0, nil })
+}
+
+// checkNothingLeft checks that the node holds no address and no veth, has
+// its baseline rule count, and that the pod has no eth0.
+func (k *killTest) checkNothingLeft(t *testing.T, i int, delay time.Duration) {
+	t.Helper()
+	if a, v, r := k.n.allocations(t), veths(t, k.n), k.n.ruleCount(t); a != 0 || v != 0 || r != k.rules {
+		t.Fatalf("iteration %d (killed after %s): %d addresses, %d veths, %d rules (want 0, 0, %d) left",
+			i, delay, a, v, r, k.rules)
+	}
+	if _, err := TryIn(k.pod, "ip", "link", "show", "eth0"); err == nil {
+		t.Fatalf("iteration %d: eth0 left in the pod", i)
+	}
+}
+
+// checkReAdd checks that the killed attachment can be added again, with an
+// address in the node's subnet, and deleted.
+func (k *killTest) checkReAdd(t *testing.T, i int, id string) {
+	t.Helper()
+	res, err := k.n.call(t, "ADD", id, k.pod, k.conf)
+	if err != nil {
+		t.Fatalf("iteration %d: ADD of the same attachment after the kill: %v", i, err)
+	}
+	if ip := resultIP(t, res); !k.subnet.Contains(ip) {
+		t.Fatalf("iteration %d: re-ADD got %s outside %s", i, ip, k.subnet)
+	}
+	if _, err := k.n.call(t, "DEL", id, k.pod, k.conf); err != nil {
+		t.Fatalf("iteration %d: final DEL: %v", i, err)
+	}
 }
 
 // TestReliabilityLoad: 20 workers run 500 ADD/DEL operations on one node
 // while GC runs in a loop; no address is ever held twice, and at the end
-// the store holds exactly the live pods.
+// the store holds exactly the live pods. The helpers are in
+// load_helpers_test.go.
 func TestReliabilityLoad(t *testing.T) {
-	const workers, cycles = 20, 13 // 13 ADDs and 12 DEL-or-orphans each: 500 operations
-	c := newCluster(t, seedNetwork)
-	n := c.node(t, "node21", node21Addr, nil)
-	conf := n.netconf(t, 60, nil)
-	pods := make([]string, workers)
-	for w := range pods {
-		pods[w] = c.tp.PodNS(t, fmt.Sprintf("l%d", w))
-	}
-	warm := c.tp.PodNS(t, "lwarm") // the first ADD sets the node up
-	if _, err := n.call(t, "ADD", "lwarm", warm, conf); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.call(t, "DEL", "lwarm", warm, conf); err != nil {
-		t.Fatal(err)
-	}
-
-	var (
-		mu      sync.Mutex
-		holders = map[netip.Addr]string{} // address -> container ID holding it now
-		live    = map[string]netip.Addr{}
-		done    = map[string]bool{} // DEL'd, or orphaned and no longer valid
-		orphans = map[string]netip.Addr{}
-		dups    []string
-		ops     int
-	)
-	id := func(w, k int) string { return fmt.Sprintf("load-%d-%d", w, k) }
-	stop := make(chan struct{})
-	gcs, gcFreed := 0, 0
-	var gcErr error
-	var gcWG sync.WaitGroup
-	gcWG.Go(func() {
-		tick := time.NewTicker(100 * time.Millisecond) // a runtime's GC period, compressed
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			mu.Lock()
-			var keep []string
-			for w := range workers {
-				for k := range cycles {
-					if !done[id(w, k)] {
-						keep = append(keep, id(w, k))
-					}
-				}
-			}
-			for o, ip := range orphans { // freed by this GC: no longer held
-				delete(holders, ip)
-				delete(orphans, o)
-				gcFreed++
-			}
-			mu.Unlock()
-			if err := n.gc(t, conf, keep); err != nil {
-				gcErr = err
-				return
-			}
-			gcs++
-		}
-	})
-
-	start := time.Now()
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for k := range cycles {
-				cid := id(w, k)
-				out, err := n.call(t, "ADD", cid, pods[w], conf)
-				if err != nil {
-					errs <- err
-					return
-				}
-				ip := resultIP(t, out)
-				mu.Lock()
-				ops++
-				if other, held := holders[ip]; held {
-					dups = append(dups, fmt.Sprintf("%s given to %s while %s holds it", ip, cid, other))
-				}
-				holders[ip], live[cid] = cid, ip
-				mu.Unlock()
-				if k == cycles-1 {
-					return // the last pod of each worker stays
-				}
-				mu.Lock()
-				delete(live, cid)
-				orphan := k%5 == 4
-				if !orphan {
-					delete(holders, ip)
-				}
-				mu.Unlock()
-				if orphan {
-					// The container vanished without a DEL: only GC frees its address.
-					if _, err := TryIn(pods[w], "ip", "link", "del", "eth0"); err != nil {
-						errs <- err
-						return
-					}
-				} else if _, err := n.call(t, "DEL", cid, pods[w], conf); err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				ops++
-				done[cid] = true
-				if orphan {
-					orphans[cid] = ip
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(stop)
-	gcWG.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if gcErr != nil {
-		t.Errorf("GC: %v", gcErr)
-	}
-	for _, d := range dups {
-		t.Error(d)
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	// One last GC, as a runtime's periodic one, frees the remaining orphans.
-	var keep []string
-	for cid := range live {
-		keep = append(keep, cid)
-	}
-	if err := n.gc(t, conf, keep); err != nil {
-		t.Fatal(err)
-	}
-	got := n.store(t)
-	if len(got) != len(live) {
-		t.Errorf("store holds %d addresses, %d pods live", len(got), len(live))
-	}
-	for cid, ip := range live {
-		if got[cid] != ip {
-			t.Errorf("store has %s for %s, the pod has %s", got[cid], cid, ip)
-		}
-	}
-	if v := veths(t, n); v != len(live) {
-		t.Errorf("%d veths for %d live pods", v, len(live))
-	}
+	l := newLoadTest(t)
+	elapsed := l.run(t)
+	l.checkStore(t)
 	t.Logf("RESULT load: %d ADD/DEL operations by %d workers in %s (%.0f ops/s) with %d concurrent GCs (%d orphans freed); duplicates 0; store = %d live pods",
-		ops, workers, elapsed.Round(time.Millisecond), float64(ops)/elapsed.Seconds(), gcs, gcFreed, len(live))
-	if ops != 500 {
-		t.Errorf("%d operations, want 500", ops)
+		l.ops, loadWorkers, elapsed.Round(time.Millisecond), float64(l.ops)/elapsed.Seconds(), l.gcs, l.gcFreed, len(l.live))
+	if l.ops != 500 {
+		t.Errorf("%d operations, want 500", l.ops)
 	}
-	for cid := range live {
-		w, _, _ := strings.Cut(strings.TrimPrefix(cid, "load-"), "-")
-		wi, _ := strconv.Atoi(w)
-		if _, err := n.call(t, "DEL", cid, pods[wi], conf); err != nil {
-			t.Error(err)
-		}
-	}
-	if a, v := n.allocations(t), veths(t, n); a != 0 || v != 0 {
-		t.Errorf("after deleting every pod: %d addresses, %d veths", a, v)
-	}
+	l.delLive(t)
 }

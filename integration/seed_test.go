@@ -17,131 +17,190 @@ var outsideAddr = netip.MustParsePrefix("10.4.7.50/24")
 // each, leases in flannel's shape, host-gw routes, pod-to-pod with real source
 // IPs, masquerade to the outside, docker's rule overtaken, CHECK and DEL.
 func TestSeedCluster(t *testing.T) {
-	c := newCluster(t, seedNetwork)
-	n21 := c.node(t, "node21", node21Addr, nil)
-	n22 := c.node(t, "node22", node22Addr, nil)
-	outside := c.tp.Host("outside", c.seg, outsideAddr)
+	s := newSeedScenario(t)
+	t.Run("leases in flannel's shape", s.leasesInFlannelShape)
+	t.Run("routes point at the other node", s.routesPointAtOtherNode)
+	t.Run("pods ping across nodes", s.podsPingAcrossNodes)
+	t.Run("server pod sees the client pod's own IP", s.serverSeesClientPodIP)
+	t.Run("outside host sees the node IP", s.outsideSeesNodeIP)
+	t.Run("docker's rule is overtaken at the next ADD", s.dockerRuleOvertaken)
+	t.Run("no rule or route duplicated by repeated ADDs", s.noDuplicates)
+	t.Run("CHECK passes, then fails once the address is removed", s.checkDetectsMissingAddress)
+	t.Run("DEL twice", s.delTwice)
+}
 
-	pods := map[*node][]string{n21: {c.tp.PodNS(t, "21a"), c.tp.PodNS(t, "21b")}, n22: {c.tp.PodNS(t, "22a"), c.tp.PodNS(t, "22b")}}
-	ips := map[string]netip.Addr{}
-	for _, n := range []*node{n21, n22, n21} { // node21 again: it learns node22's lease
-		for _, pod := range pods[n] {
-			if _, done := ips[pod]; done {
+// seedScenario is TestSeedCluster's cluster: node21 and node22 with two
+// pods each (and node21 a third), an outside host on the segment, and the
+// pods' addresses and the nodes' subnets.
+type seedScenario struct {
+	c        *cluster
+	n21, n22 *node
+	outside  *Host
+	pods     map[*node][]string    // the two pods of each node
+	ips      map[string]netip.Addr // pod -> its address
+	s21, s22 netip.Prefix
+}
+
+// newSeedScenario starts the cluster and adds the pods with cnitool,
+// node21's second round after node22's first, so it learns node22's lease.
+func newSeedScenario(t *testing.T) *seedScenario {
+	c := newCluster(t, seedNetwork)
+	s := &seedScenario{c: c, ips: map[string]netip.Addr{}}
+	s.n21 = c.node(t, "node21", node21Addr, nil)
+	s.n22 = c.node(t, "node22", node22Addr, nil)
+	s.outside = c.tp.Host("outside", c.seg, outsideAddr)
+	s.pods = map[*node][]string{
+		s.n21: {c.tp.PodNS(t, "21a"), c.tp.PodNS(t, "21b")},
+		s.n22: {c.tp.PodNS(t, "22a"), c.tp.PodNS(t, "22b")},
+	}
+	for _, n := range []*node{s.n21, s.n22, s.n21} { // node21 again: it learns node22's lease
+		for _, pod := range s.pods[n] {
+			if _, done := s.ips[pod]; done {
 				continue
 			}
-			ips[pod] = n.add(t, pod)
+			s.ips[pod] = n.add(t, pod)
 		}
 	}
-	n21.add(t, c.tp.PodNS(t, "21c"))
-	s21, s22 := n21.subnet(t), n22.subnet(t)
+	s.n21.add(t, c.tp.PodNS(t, "21c"))
+	s.s21, s.s22 = s.n21.subnet(t), s.n22.subnet(t)
+	return s
+}
 
-	t.Run("leases in flannel's shape", func(t *testing.T) {
-		leases := c.leases(t)
-		for n, s := range map[*node]netip.Prefix{n21: s21, n22: s22} {
-			key := "/coreos.com/network/subnets/" + strings.ReplaceAll(s.String(), "/", "-")
-			var v map[string]any
-			if err := json.Unmarshal([]byte(leases[key]), &v); err != nil {
-				t.Fatalf("lease %s: %q: %v", key, leases[key], err)
+// leasesInFlannelShape checks each node's lease in etcd: flannel's key and
+// its JSON value with the node's IP and the host-gw backend.
+func (s *seedScenario) leasesInFlannelShape(t *testing.T) {
+	leases := s.c.leases(t)
+	for n, sub := range map[*node]netip.Prefix{s.n21: s.s21, s.n22: s.s22} {
+		key := "/coreos.com/network/subnets/" + strings.ReplaceAll(sub.String(), "/", "-")
+		var v map[string]any
+		if err := json.Unmarshal([]byte(leases[key]), &v); err != nil {
+			t.Fatalf("lease %s: %q: %v", key, leases[key], err)
+		}
+		want := map[string]any{"PublicIP": n.IP().String(), "PublicIPv6": nil, "BackendType": "host-gw"}
+		if !reflect.DeepEqual(v, want) {
+			t.Errorf("lease %s = %v, want %v", key, v, want)
+		}
+	}
+}
+
+// routesPointAtOtherNode checks each node's host-gw route to the other
+// node's subnet.
+func (s *seedScenario) routesPointAtOtherNode(t *testing.T) {
+	for n, want := range map[*node]string{s.n21: s.s22.String() + " via 10.4.7.22 dev eth0", s.n22: s.s21.String() + " via 10.4.7.21 dev eth0"} {
+		if routes := Routes(t, n.Host); !strings.Contains(routes, want) {
+			t.Errorf("%s routes lack %q:\n%s", n, want, routes)
+		}
+	}
+}
+
+// podsPingAcrossNodes checks that every pod of node21 and every pod of
+// node22 ping each other.
+func (s *seedScenario) podsPingAcrossNodes(t *testing.T) {
+	for _, from := range s.pods[s.n21] {
+		for _, to := range s.pods[s.n22] {
+			if err := Ping(from, s.ips[to]); err != nil {
+				t.Errorf("ping %s -> %s: %v", s.ips[from], s.ips[to], err)
 			}
-			want := map[string]any{"PublicIP": n.IP().String(), "PublicIPv6": nil, "BackendType": "host-gw"}
-			if !reflect.DeepEqual(v, want) {
-				t.Errorf("lease %s = %v, want %v", key, v, want)
-			}
-		}
-	})
-	t.Run("routes point at the other node", func(t *testing.T) {
-		for n, want := range map[*node]string{n21: s22.String() + " via 10.4.7.22 dev eth0", n22: s21.String() + " via 10.4.7.21 dev eth0"} {
-			if routes := Routes(t, n.Host); !strings.Contains(routes, want) {
-				t.Errorf("%s routes lack %q:\n%s", n, want, routes)
-			}
-		}
-	})
-	t.Run("pods ping across nodes", func(t *testing.T) {
-		for _, from := range pods[n21] {
-			for _, to := range pods[n22] {
-				if err := Ping(from, ips[to]); err != nil {
-					t.Errorf("ping %s -> %s: %v", ips[from], ips[to], err)
-				}
-				if err := Ping(to, ips[from]); err != nil {
-					t.Errorf("ping %s -> %s: %v", ips[to], ips[from], err)
-				}
-			}
-		}
-	})
-	t.Run("server pod sees the client pod's own IP", func(t *testing.T) {
-		server, client := pods[n22][0], pods[n21][0]
-		if got := SourceIPSeen(t, server, ips[server], client); got != ips[client] {
-			t.Errorf("server in %s saw %s, want the client pod's %s", ips[server], got, ips[client])
-		}
-	})
-	t.Run("outside host sees the node IP", func(t *testing.T) {
-		if got := SourceIPSeen(t, outside, outside.IP(), pods[n21][0]); got != n21.IP() {
-			t.Errorf("outside host saw %s, want node IP %s", got, n21.IP())
-		}
-	})
-	t.Run("docker's rule is overtaken at the next ADD", func(t *testing.T) {
-		docker := []string{"-s", s21.String(), "!", "-o", "docker0", "-j", "MASQUERADE"}
-		n21.Run(t, append([]string{"iptables", "-t", "nat", "-I", "POSTROUTING", "1"}, docker...)...)
-		server, client := pods[n22][0], pods[n21][0]
-		seenSourceIP(t, server, ips[server], client, n21.IP(), "docker's rule first masquerades pod traffic (the scenario's premise)")
-		n21.add(t, c.tp.PodNS(t, "21d"))
-		rules := n21.natRules(t)
-		if len(rules) < 2 || rules[1] != "-A POSTROUTING -m comment --comment weft -j WEFT-POSTRTG" {
-			t.Fatalf("our jump is not first after ADD:\n%s", strings.Join(rules, "\n"))
-		}
-		if n := strings.Count(strings.Join(rules, "\n"), "WEFT-POSTRTG"); n != 1 {
-			t.Errorf("%d jumps to WEFT-POSTRTG, want 1", n)
-		}
-		// Poll: a connection can be lost while the rules change under it.
-		seenSourceIP(t, server, ips[server], client, ips[client], "after ADD the server sees the client pod's own IP")
-	})
-	t.Run("no rule or route duplicated by repeated ADDs", func(t *testing.T) {
-		nat := n21.Run(t, "iptables-save", "-t", "nat")
-		filter := n21.Run(t, "iptables-save", "-t", "filter")
-		for _, c := range []struct {
-			table, rules, rule string
-			want               int
-		}{
-			{"nat", nat, "-j WEFT-POSTRTG", 1}, {"nat", nat, "-j MASQUERADE --random-fully", 1}, {"nat", nat, "-j ACCEPT", 1},
-			{"filter", filter, "-j WEFT-FWD", 1}, {"filter", filter, "-j ACCEPT", 2},
-		} {
-			if n := strings.Count(c.rules, c.rule); n != c.want {
-				t.Errorf("%s: %q appears %d times, want %d:\n%s", c.table, c.rule, n, c.want, c.rules)
+			if err := Ping(to, s.ips[from]); err != nil {
+				t.Errorf("ping %s -> %s: %v", s.ips[to], s.ips[from], err)
 			}
 		}
-		if n := strings.Count(Routes(t, n21.Host), s22.String()); n != 1 {
-			t.Errorf("%d routes to %s", n, s22)
+	}
+}
+
+// serverSeesClientPodIP checks that pod-to-pod traffic across nodes is not
+// masqueraded: a server pod on node22 sees the client pod's own address.
+func (s *seedScenario) serverSeesClientPodIP(t *testing.T) {
+	server, client := s.pods[s.n22][0], s.pods[s.n21][0]
+	if got := SourceIPSeen(t, server, s.ips[server], client); got != s.ips[client] {
+		t.Errorf("server in %s saw %s, want the client pod's %s", s.ips[server], got, s.ips[client])
+	}
+}
+
+// outsideSeesNodeIP checks that traffic from a pod to a host outside the
+// cluster network is masqueraded to its node's address.
+func (s *seedScenario) outsideSeesNodeIP(t *testing.T) {
+	if got := SourceIPSeen(t, s.outside, s.outside.IP(), s.pods[s.n21][0]); got != s.n21.IP() {
+		t.Errorf("outside host saw %s, want node IP %s", got, s.n21.IP())
+	}
+}
+
+// dockerRuleOvertaken inserts docker's masquerade rule for node21's subnet
+// ahead of ours, checks that it does masquerade pod traffic, then checks
+// that the next ADD puts our single jump first again and pod traffic keeps
+// its source.
+func (s *seedScenario) dockerRuleOvertaken(t *testing.T) {
+	docker := []string{"-s", s.s21.String(), "!", "-o", "docker0", "-j", "MASQUERADE"}
+	s.n21.Run(t, append([]string{"iptables", "-t", "nat", "-I", "POSTROUTING", "1"}, docker...)...)
+	server, client := s.pods[s.n22][0], s.pods[s.n21][0]
+	seenSourceIP(t, server, s.ips[server], client, s.n21.IP(), "docker's rule first masquerades pod traffic (the scenario's premise)")
+	s.n21.add(t, s.c.tp.PodNS(t, "21d"))
+	rules := s.n21.natRules(t)
+	if len(rules) < 2 || rules[1] != "-A POSTROUTING -m comment --comment weft -j WEFT-POSTRTG" {
+		t.Fatalf("our jump is not first after ADD:\n%s", strings.Join(rules, "\n"))
+	}
+	if n := strings.Count(strings.Join(rules, "\n"), "WEFT-POSTRTG"); n != 1 {
+		t.Errorf("%d jumps to WEFT-POSTRTG, want 1", n)
+	}
+	// Poll: a connection can be lost while the rules change under it.
+	seenSourceIP(t, server, s.ips[server], client, s.ips[client], "after ADD the server sees the client pod's own IP")
+}
+
+// noDuplicates checks that node21, after all its ADDs, holds each of our
+// nat and filter rules and its route to node22's subnet exactly once.
+func (s *seedScenario) noDuplicates(t *testing.T) {
+	nat := s.n21.Run(t, "iptables-save", "-t", "nat")
+	filter := s.n21.Run(t, "iptables-save", "-t", "filter")
+	for _, c := range []struct {
+		table, rules, rule string
+		want               int
+	}{
+		{"nat", nat, "-j WEFT-POSTRTG", 1}, {"nat", nat, "-j MASQUERADE --random-fully", 1}, {"nat", nat, "-j ACCEPT", 1},
+		{"filter", filter, "-j WEFT-FWD", 1}, {"filter", filter, "-j ACCEPT", 2},
+	} {
+		if n := strings.Count(c.rules, c.rule); n != c.want {
+			t.Errorf("%s: %q appears %d times, want %d:\n%s", c.table, c.rule, n, c.want, c.rules)
 		}
-	})
-	t.Run("CHECK passes, then fails once the address is removed", func(t *testing.T) {
-		pod := pods[n22][1]
-		if out, err := n22.cnitool(t, "check", pod); err != nil {
-			t.Fatalf("CHECK of a healthy pod: %v\n%s", err, out)
-		}
-		RunIn(t, pod, "ip", "addr", "del", netip.PrefixFrom(ips[pod], s22.Bits()).String(), "dev", "eth0")
-		out, err := n22.cnitool(t, "check", pod)
-		if err == nil {
-			t.Fatal("CHECK passed after the pod's address was removed")
-		}
-		if msg := out + err.Error(); !strings.Contains(msg, ips[pod].String()) {
-			t.Errorf("CHECK error does not name the missing address %s: %s", ips[pod], msg)
-		}
-	})
-	t.Run("DEL twice", func(t *testing.T) {
-		pod := pods[n21][1]
-		before := n21.allocations(t)
-		n21.del(t, pod)
-		n21.del(t, pod)
-		if after := n21.allocations(t); after != before-1 {
-			t.Errorf("allocations %d -> %d, want one released", before, after)
-		}
-		if _, err := TryIn(pod, "ip", "link", "show", "eth0"); err == nil {
-			t.Error("pod still has eth0 after DEL")
-		}
-		if err := Ping(pods[n22][0], ips[pod]); err == nil {
-			t.Errorf("deleted pod %s still answers", ips[pod])
-		}
-	})
+	}
+	if n := strings.Count(Routes(t, s.n21.Host), s.s22.String()); n != 1 {
+		t.Errorf("%d routes to %s", n, s.s22)
+	}
+}
+
+// checkDetectsMissingAddress checks that CHECK passes for a healthy pod of
+// node22, then fails, naming the address, once that address is removed
+// from the pod.
+func (s *seedScenario) checkDetectsMissingAddress(t *testing.T) {
+	pod := s.pods[s.n22][1]
+	if out, err := s.n22.cnitool(t, "check", pod); err != nil {
+		t.Fatalf("CHECK of a healthy pod: %v\n%s", err, out)
+	}
+	RunIn(t, pod, "ip", "addr", "del", netip.PrefixFrom(s.ips[pod], s.s22.Bits()).String(), "dev", "eth0")
+	out, err := s.n22.cnitool(t, "check", pod)
+	if err == nil {
+		t.Fatal("CHECK passed after the pod's address was removed")
+	}
+	if msg := out + err.Error(); !strings.Contains(msg, s.ips[pod].String()) {
+		t.Errorf("CHECK error does not name the missing address %s: %s", s.ips[pod], msg)
+	}
+}
+
+// delTwice checks that DEL of a node21 pod, run twice, releases exactly one
+// address, removes the pod's eth0, and leaves the pod unreachable.
+func (s *seedScenario) delTwice(t *testing.T) {
+	pod := s.pods[s.n21][1]
+	before := s.n21.allocations(t)
+	s.n21.del(t, pod)
+	s.n21.del(t, pod)
+	if after := s.n21.allocations(t); after != before-1 {
+		t.Errorf("allocations %d -> %d, want one released", before, after)
+	}
+	if _, err := TryIn(pod, "ip", "link", "show", "eth0"); err == nil {
+		t.Error("pod still has eth0 after DEL")
+	}
+	if err := Ping(s.pods[s.n22][0], s.ips[pod]); err == nil {
+		t.Errorf("deleted pod %s still answers", s.ips[pod])
+	}
 }
 
 // TestEtcdDownFastPath: with the subnet file current, ADD makes no etcd round
