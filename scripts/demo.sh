@@ -185,29 +185,6 @@ declare -A POD_IP POD_NS
 
 etcdctl_() { in_ns etcd env ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ENDPOINTS" "$@"; }
 
-# write_conflist NODE: the conflist an operator drops into /etc/cni/net.d,
-# with per-node paths because the demo's nodes share one filesystem.
-write_conflist() {
-	local dir
-	dir=$(node_dir "$1")
-	mkdir -p "$dir/net.d"
-	cat >"$dir/net.d/10-weft.conflist" <<EOC
-{
-  "cniVersion": "1.1.0",
-  "name": "weft",
-  "plugins": [
-    {
-      "type": "weft",
-      "etcdEndpoints": ["$ETCD_ENDPOINTS"],
-      "iface": "eth0",
-      "subnetFile": "$dir/subnet.env",
-      "ipam": {"type": "weft-ipam", "dataDir": "$dir/ipam"}
-    }
-  ]
-}
-EOC
-}
-
 # start_daemon NODE: `weft daemon` with flanneld's flags, as supervisor would.
 start_daemon() {
 	local dir
@@ -232,7 +209,7 @@ cni_part() {
 	section "node agents (weft daemon)"
 	local node pod ns out
 	for node in "${NODES[@]}"; do
-		write_conflist "$node"
+		weft_conflist "$node"
 		start_daemon "$node"
 	done
 	for node in "${NODES[@]}"; do

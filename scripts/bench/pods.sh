@@ -3,32 +3,6 @@
 # through cnitool for weft and the reference plugins, and where the time of
 # an ADD and a DEL goes. Sourced by run.sh.
 
-# weft_conflist NODE [ETCD_PREFIX]: the node's weft conflist, as an operator
-# writes it (peerSyncInterval left at its default).
-weft_conflist() {
-	local dir prefix=${2:-/coreos.com/network}
-	dir=$(node_dir "$1")
-	mkdir -p "$dir/net.d"
-	cat >"$dir/net.d/10-weft.conflist" <<EOC
-{
-  "cniVersion": "1.1.0",
-  "name": "weft",
-  "plugins": [
-    {
-      "type": "weft",
-      "etcdEndpoints": ["$ETCD_ENDPOINTS"],
-      "etcdPrefix": "$prefix",
-      "iface": "eth0",
-      "subnetFile": "$dir/subnet.env",
-      "hairpinMode": false,
-      "ipMasq": true,
-      "ipam": {"type": "weft-ipam", "dataDir": "$dir/ipam"}
-    }
-  ]
-}
-EOC
-}
-
 # ref_conflist NODE SUBNET IPMASQ: bridge + host-local with the features
 # weft has: the bridge is the gateway and the default route, no hairpin, one
 # range equal to the node's subnet; masquerade per pod by the bridge plugin

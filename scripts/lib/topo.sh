@@ -102,6 +102,33 @@ node_dir() {
 	echo "$TOPO_STATE/nodes/$1"
 }
 
+# weft_conflist NODE [ETCD_PREFIX]: the weft conflist an operator drops into
+# /etc/cni/net.d (peerSyncInterval left at its default), with per-node paths
+# because the nodes in namespaces share one filesystem. Uses ETCD_ENDPOINTS.
+weft_conflist() {
+	local dir prefix=${2:-/coreos.com/network}
+	dir=$(node_dir "$1")
+	mkdir -p "$dir/net.d"
+	cat >"$dir/net.d/10-weft.conflist" <<EOC
+{
+  "cniVersion": "1.1.0",
+  "name": "weft",
+  "plugins": [
+    {
+      "type": "weft",
+      "etcdEndpoints": ["$ETCD_ENDPOINTS"],
+      "etcdPrefix": "$prefix",
+      "iface": "eth0",
+      "subnetFile": "$dir/subnet.env",
+      "hairpinMode": false,
+      "ipMasq": true,
+      "ipam": {"type": "weft-ipam", "dataDir": "$dir/ipam"}
+    }
+  ]
+}
+EOC
+}
+
 # in_ns NAME CMD...: run CMD in <prefix>-NAME.
 in_ns() {
 	local ns
