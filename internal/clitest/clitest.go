@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -302,4 +303,50 @@ func (s *Sandbox) Unchanged(t *testing.T, dir string, revision func() int64) (ch
 			t.Errorf("etcd changed: revision %d -> %d", rev, after)
 		}
 	}
+}
+
+// CNIError is the error object of the CNI spec, as a plugin prints it.
+type CNIError struct {
+	CNIVersion string `json:"cniVersion"`
+	Code       uint   `json:"code"`
+	Msg        string `json:"msg"`
+}
+
+// Node is what a plugin call finds on a node in use: a subnet file for
+// 172.7.21.0/24 under Dir/run, an IPAM data directory Dir/ipam (empty until
+// the caller fills it), an etcd holding the network config, and the sandbox
+// the calls run in.
+type Node struct {
+	Dir, SubnetFile, DataDir string
+	Sandbox                  *Sandbox
+	Etcd                     []string     // endpoints
+	Revision                 func() int64 // etcd's
+}
+
+// NewNode makes the node's state; all of it goes when the test ends.
+func NewNode(t *testing.T) *Node {
+	t.Helper()
+	d := t.TempDir()
+	n := &Node{Dir: d, SubnetFile: filepath.Join(d, "run", "subnet.env"), DataDir: filepath.Join(d, "ipam"), Sandbox: NewSandbox(t)}
+	n.Etcd, n.Revision = n.Sandbox.Etcd(t, `{"Network":"172.7.0.0/16"}`)
+	if err := os.MkdirAll(filepath.Dir(n.SubnetFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := os.WriteFile(n.SubnetFile, []byte("FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.21.1/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n"), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// EtcdJSON is the endpoints as a JSON list, for a netconf.
+func (n *Node) EtcdJSON() string {
+	data, _ := json.Marshal(n.Etcd)
+	return string(data)
+}
+
+// Unchanged is Sandbox.Unchanged for the node's files and etcd.
+func (n *Node) Unchanged(t *testing.T) (check func(*testing.T)) {
+	t.Helper()
+	return n.Sandbox.Unchanged(t, n.Dir, n.Revision)
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -19,13 +17,7 @@ func TestMain(m *testing.M) { clitest.Main(m, "weft-ipam", &ipamBin) }
 
 func (s stateDir) run(t *testing.T, env map[string]string, stdin string) ([]byte, string, int) {
 	t.Helper()
-	return s.sandbox.Run(t, ipamBin, env, stdin)
-}
-
-type cniError struct {
-	CNIVersion string `json:"cniVersion"`
-	Code       uint   `json:"code"`
-	Msg        string `json:"msg"`
+	return s.Sandbox.Run(t, ipamBin, env, stdin)
 }
 
 func env(cmd, containerID, netns, ifname string) map[string]string {
@@ -38,27 +30,16 @@ func env(cmd, containerID, netns, ifname string) map[string]string {
 	return m
 }
 
-// stateDir holds a subnet file and a store with one allocation, as a node
-// in use has them.
+// stateDir is a node in use (clitest.Node) whose store holds one
+// allocation, "keep", made by weft-ipam itself for a pod in netns.
 type stateDir struct {
-	dir, subnetFile, dataDir, netns string
-	sandbox                         *clitest.Sandbox
-	etcd                            []string
-	revision                        func() int64 // etcd's
+	*clitest.Node
+	netns string
 }
 
 func newStateDir(t *testing.T) stateDir {
 	t.Helper()
-	d := t.TempDir()
-	s := stateDir{dir: d, subnetFile: filepath.Join(d, "run", "subnet.env"), dataDir: filepath.Join(d, "ipam"), netns: clitest.ForeignNetns(t), sandbox: clitest.NewSandbox(t)}
-	s.etcd, s.revision = s.sandbox.Etcd(t, `{"Network":"172.7.0.0/16"}`)
-	if err := os.MkdirAll(filepath.Dir(s.subnetFile), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	err := os.WriteFile(s.subnetFile, []byte("FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.21.1/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n"), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := stateDir{Node: clitest.NewNode(t), netns: clitest.ForeignNetns(t)}
 	out, stderr, code := s.run(t, env("ADD", "keep", s.netns, "eth0"), s.conf(""))
 	if code != 0 {
 		t.Fatalf("setup ADD failed: %s %s", out, stderr)
@@ -72,8 +53,7 @@ func (s stateDir) conf(extra string) string {
 	if extra != "" {
 		extra = "," + extra
 	}
-	etcd, _ := json.Marshal(s.etcd)
-	return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft-ipam","etcdEndpoints":%s,"subnetFile":%q,"dataDir":%q%s}`, etcd, s.subnetFile, s.dataDir, extra)
+	return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft-ipam","etcdEndpoints":%s,"subnetFile":%q,"dataDir":%q%s}`, s.EtcdJSON(), s.SubnetFile, s.DataDir, extra)
 }
 
 // TestBadRequests: every bad request gets the spec's JSON error with the
@@ -137,7 +117,7 @@ func TestBadRequests(t *testing.T) {
 		{"ifname 10k chars", env("ADD", "c1", s.netns, long), good, envVar},
 		{"missing netns", clitest.Without(add, "CNI_NETNS"), good, envVar},
 		{"netns does not exist", env("ADD", "c1", "/var/run/netns/weft-no-such-ns", "eth0"), good, envVar},
-		{"netns is a directory", env("ADD", "c1", s.dir, "eth0"), good, envVar},
+		{"netns is a directory", env("ADD", "c1", s.Dir, "eth0"), good, envVar},
 		{"netns is a mount namespace", env("ADD", "c1", "/proc/self/ns/mnt", "eth0"), good, envVar},
 		{"netns is the plugin's own", clitest.Override(env("ADD", "c1", "/proc/self/ns/net", "eth0")), good, envVar},
 		{"missing CNI_PATH", clitest.Without(add, "CNI_PATH"), good, envVar},
@@ -170,7 +150,7 @@ func TestBadRequests(t *testing.T) {
 	if len(tests) < 40 {
 		t.Fatalf("only %d cases", len(tests))
 	}
-	unchanged := s.sandbox.Unchanged(t, s.dir, s.revision)
+	unchanged := s.Unchanged(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			defer unchanged(t)
@@ -181,7 +161,7 @@ func TestBadRequests(t *testing.T) {
 			if strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine ") {
 				t.Fatalf("weft-ipam panicked:\n%s", stderr)
 			}
-			var got cniError
+			var got clitest.CNIError
 			if err := json.Unmarshal(out, &got); err != nil {
 				t.Fatalf("exit %d with non-JSON stdout %q (stderr %q)", exit, out, stderr)
 			}

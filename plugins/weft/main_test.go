@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -24,22 +22,16 @@ func TestMain(m *testing.M) { clitest.Main(m, "weft", &pluginBin) }
 
 // run runs the plugin in the state dir's sandbox; on failure stdout must be
 // the spec's JSON error.
-func (s stateDir) run(t *testing.T, env map[string]string, stdin string) (cniError, int) {
+func (s stateDir) run(t *testing.T, env map[string]string, stdin string) (clitest.CNIError, int) {
 	t.Helper()
-	stdout, stderr, code := s.sandbox.Run(t, pluginBin, env, stdin)
-	var out cniError
+	stdout, stderr, code := s.Sandbox.Run(t, pluginBin, env, stdin)
+	var out clitest.CNIError
 	if code != 0 {
 		if err := json.Unmarshal(stdout, &out); err != nil {
 			t.Fatalf("exit %d with non-JSON stdout %q (stderr %q)", code, stdout, stderr)
 		}
 	}
 	return out, code
-}
-
-type cniError struct {
-	CNIVersion string `json:"cniVersion"`
-	Code       uint   `json:"code"`
-	Msg        string `json:"msg"`
 }
 
 // noLeaseConf names a subnet file that does not exist and no etcd.
@@ -49,29 +41,14 @@ func env(cmd, containerID, netns, ifname string) map[string]string {
 	return map[string]string{"CNI_COMMAND": cmd, "CNI_CONTAINERID": containerID, "CNI_NETNS": netns, "CNI_IFNAME": ifname, "CNI_PATH": "/nonexistent"}
 }
 
-// stateDir holds a subnet file and an IPAM store with one allocation, as a
-// node in use has them, and an etcd holding the network config; requests
-// run in a sandbox (as root, a network namespace of the test's).
-type stateDir struct {
-	dir, subnetFile, dataDir string
-	sandbox                  *clitest.Sandbox
-	etcd                     []string
-	revision                 func() int64 // etcd's
-}
+// stateDir is a node in use (clitest.Node) whose IPAM store holds one
+// allocation, "keep".
+type stateDir struct{ *clitest.Node }
 
 func newStateDir(t *testing.T) stateDir {
 	t.Helper()
-	d := t.TempDir()
-	s := stateDir{dir: d, subnetFile: filepath.Join(d, "run", "subnet.env"), dataDir: filepath.Join(d, "ipam"), sandbox: clitest.NewSandbox(t)}
-	s.etcd, s.revision = s.sandbox.Etcd(t, `{"Network":"172.7.0.0/16"}`)
-	if err := os.MkdirAll(filepath.Dir(s.subnetFile), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	err := os.WriteFile(s.subnetFile, []byte("FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.21.1/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n"), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := ipam.OpenDiskStore(s.dataDir, "weft")
+	s := stateDir{clitest.NewNode(t)}
+	store, err := ipam.OpenDiskStore(s.DataDir, "weft")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,9 +68,8 @@ func (s stateDir) conf(extra, ipamExtra string) string {
 	if ipamExtra != "" {
 		ipamExtra = "," + ipamExtra
 	}
-	etcd, _ := json.Marshal(s.etcd)
 	return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft","etcdEndpoints":%s,"subnetFile":%q%s,"ipam":{"type":"weft-ipam","dataDir":%q%s}}`,
-		etcd, s.subnetFile, extra, s.dataDir, ipamExtra)
+		s.EtcdJSON(), s.SubnetFile, extra, s.DataDir, ipamExtra)
 }
 
 // TestBadRequests: every bad request gets the spec's JSON error with the
@@ -189,7 +165,7 @@ func TestBadRequests(t *testing.T) {
 	if len(tests) < 40 {
 		t.Fatalf("only %d cases", len(tests))
 	}
-	unchanged := st.sandbox.Unchanged(t, st.dir, st.revision)
+	unchanged := st.Unchanged(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			defer unchanged(t)
