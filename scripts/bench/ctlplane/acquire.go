@@ -14,6 +14,7 @@ import (
 
 	"github.com/weft-cni/weft/pkg/lease"
 	"github.com/weft-cni/weft/pkg/netconf"
+	"github.com/weft-cni/weft/scripts/bench/internal/stats"
 )
 
 // acquireOpts are the acquire command's flags.
@@ -136,7 +137,7 @@ func reportAcquire(nodes int, out []acquireResult, wall time.Duration) error {
 			errs = append(errs, r.err)
 			continue
 		}
-		xs = append(xs, ms(r.el))
+		xs = append(xs, stats.MS(r.el))
 		subnets[r.subnet]++
 	}
 	dups := 0
@@ -147,12 +148,12 @@ func reportAcquire(nodes int, out []acquireResult, wall time.Duration) error {
 	}
 	fmt.Printf("| %d nodes acquiring at once | |\n|---|---:|\n", nodes)
 	fmt.Printf("| all done (wall) | %.1f ms |\n| per node p50 / p99 / max | %.1f / %.1f / %.1f ms |\n| leases | %d distinct subnets, %d held twice, %d errors |\n",
-		ms(wall), pct(xs, 50), pct(xs, 99), pct(xs, 100), len(subnets), dups, len(errs))
+		stats.MS(wall), stats.Percentile(xs, 50), stats.Percentile(xs, 99), stats.Percentile(xs, 100), len(subnets), dups, len(errs))
 	if len(errs) > 0 {
 		fmt.Fprintf(os.Stderr, "ctlplane acquire: first error: %v\n", errs[0])
 	}
 	fmt.Fprintf(os.Stderr, "summary wall_ms=%.1f p50_ms=%.1f p99_ms=%.1f errors=%d dups=%d\n",
-		ms(wall), pct(xs, 50), pct(xs, 99), len(errs), dups)
+		stats.MS(wall), stats.Percentile(xs, 50), stats.Percentile(xs, 99), len(errs), dups)
 	if dups > 0 {
 		return fmt.Errorf("%d subnets held by two nodes", dups)
 	}

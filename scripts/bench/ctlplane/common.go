@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weft-cni/weft/pkg/netconf"
+	"github.com/weft-cni/weft/scripts/bench/internal/stats"
 )
 
 // etcdFlag registers the -etcd flag, the etcd endpoint every command
@@ -107,5 +108,5 @@ func routesIn(path string) ([]netlink.Route, error) {
 // quantileCells formats the p50, p90, p99 and max of xs as four markdown
 // table cells ("%.2f | %.2f | %.2f | %.2f").
 func quantileCells(xs []float64) string {
-	return fmt.Sprintf("%.2f | %.2f | %.2f | %.2f", pct(xs, 50), pct(xs, 90), pct(xs, 99), pct(xs, 100))
+	return fmt.Sprintf("%.2f | %.2f | %.2f | %.2f", stats.Percentile(xs, 50), stats.Percentile(xs, 90), stats.Percentile(xs, 99), stats.Percentile(xs, 100))
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/weft-cni/weft/scripts/bench/internal/stats"
 )
 
 // daemonProc is a running `weft daemon` and when it was started.
@@ -205,9 +207,9 @@ func timeStarts(ipPath string, o *daemonOpts, flags []string, runs int) (first f
 			fmt.Fprintf(os.Stderr, "ctlplane start: run %d: %v\n", i, stopErr)
 		}
 		if i == 0 {
-			first = ms(el)
+			first = stats.MS(el)
 		} else {
-			restarts = append(restarts, ms(el))
+			restarts = append(restarts, stats.MS(el))
 		}
 	}
 	return first, restarts, nil
@@ -219,7 +221,7 @@ func printStart(first float64, restarts []float64) {
 	fmt.Printf("| daemon start → /readyz 200 | n | p50 ms | max ms |\n|---|---:|---:|---:|\n")
 	fmt.Printf("| first start: no subnet file, lease acquired in etcd | 1 | %.1f | %.1f |\n", first, first)
 	if len(restarts) > 0 {
-		fmt.Printf("| restart: subnet file and lease present | %d | %.1f | %.1f |\n", len(restarts), pct(restarts, 50), pct(restarts, 100))
+		fmt.Printf("| restart: subnet file and lease present | %d | %.1f | %.1f |\n", len(restarts), stats.Percentile(restarts, 50), stats.Percentile(restarts, 100))
 	}
-	fmt.Fprintf(os.Stderr, "summary first=%.1f restart_p50=%.1f\n", first, pct(restarts, 50))
+	fmt.Fprintf(os.Stderr, "summary first=%.1f restart_p50=%.1f\n", first, stats.Percentile(restarts, 50))
 }

@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weft-cni/weft/pkg/lease"
+	"github.com/weft-cni/weft/scripts/bench/internal/stats"
 )
 
 // joinsOpts are the joins command's flags.
@@ -235,7 +236,7 @@ func (b *joinBench) step(dst netip.Prefix, gw netip.Addr, add bool) (joinResult,
 	key := subnetKey(b.prefix, dst)
 	t0 := time.Now()
 	err := b.write(add, key, gw)
-	put := ms(time.Since(t0))
+	put := stats.MS(time.Since(t0))
 	if err != nil {
 		return joinResult{}, err
 	}
@@ -245,7 +246,7 @@ func (b *joinBench) step(dst netip.Prefix, gw netip.Addr, add bool) (joinResult,
 	}
 	pub := math.NaN()
 	if at, ok := b.pub.published(add, key); ok {
-		pub = ms(at.Sub(t0))
+		pub = stats.MS(at.Sub(t0))
 	}
 	return joinResult{put: put, published: pub, perNode: got, missed: missed}, nil
 }
@@ -272,7 +273,7 @@ func (b *joinBench) waitRoutes(t0 time.Time, dst netip.Prefix, add bool) (got ma
 		case ev := <-b.events:
 			if ev.dst == dst && ev.add == add {
 				if _, seen := got[ev.node]; !seen {
-					got[ev.node] = ms(ev.at.Sub(t0))
+					got[ev.node] = stats.MS(ev.at.Sub(t0))
 				}
 			}
 		case err := <-b.errc:
@@ -329,12 +330,12 @@ func printJoinPhase(phase joinPhase, names []string) string {
 	latencyRow(phase.name, "(etcd write call itself)", "-", putTimes(phase.rs))
 	fromEvent := fromEventTimes(phase.rs)
 	latencyRow(phase.name, "all nodes, from etcd's watch event", "-", fromEvent)
-	p99 := pct(all, 99)
+	p99 := stats.Percentile(all, 99)
 	if allMissed > 0 {
 		p99 = math.Inf(1)
 	}
-	return fmt.Sprintf(" %s_event_p99=%.2f", phase.key, pct(fromEvent, 99)) +
-		fmt.Sprintf(" %s_p50=%.2f %s_p99=%.2f %s_n=%d %s_missed=%d", phase.key, pct(all, 50), phase.key, p99,
+	return fmt.Sprintf(" %s_event_p99=%.2f", phase.key, stats.Percentile(fromEvent, 99)) +
+		fmt.Sprintf(" %s_p50=%.2f %s_p99=%.2f %s_n=%d %s_missed=%d", phase.key, stats.Percentile(all, 50), phase.key, p99,
 			phase.key, len(phase.rs), phase.key, allMissed)
 }
 

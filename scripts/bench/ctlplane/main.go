@@ -21,11 +21,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"math"
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -66,20 +64,6 @@ func subnetKey(prefix string, p netip.Prefix) string {
 // attrs is the value of a host-gw lease whose PublicIP is gw.
 func attrs(gw netip.Addr) string {
 	return fmt.Sprintf(`{"PublicIP":"%s","PublicIPv6":null,"BackendType":"host-gw"}`, gw)
-}
-
-// ms is d in milliseconds.
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// pct is the p-th percentile (nearest rank) of xs, NaN if xs is empty.
-func pct(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	k := int(math.Ceil(p/100*float64(len(s)))) - 1
-	return s[max(k, 0)]
 }
 
 // routeEvent is a route added or removed in a watched namespace.

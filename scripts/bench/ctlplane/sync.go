@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/weft-cni/weft/scripts/bench/internal/stats"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -113,7 +114,7 @@ func writePeers(ctx context.Context, cli *clientv3.Client, o syncOpts) (map[neti
 	if err := batch.flush(); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(os.Stderr, "ctlplane sync: %d peer leases written in %.0f ms\n", len(want), ms(time.Since(putStart)))
+	fmt.Fprintf(os.Stderr, "ctlplane sync: %d peer leases written in %.0f ms\n", len(want), stats.MS(time.Since(putStart)))
 	return want, nil
 }
 
@@ -192,7 +193,7 @@ func readyAsync(url string, d *daemonProc, exited <-chan struct{}) <-chan float6
 			readyc <- math.NaN()
 			return
 		}
-		readyc <- ms(el)
+		readyc <- stats.MS(el)
 	}()
 	return readyc
 }
@@ -219,10 +220,10 @@ func (w peerRoutes) wait() (first, all float64, err error) {
 			if ev.add && w.network.Contains(ev.dst.Addr()) && w.want[ev.dst] && !seen[ev.dst] {
 				seen[ev.dst] = true
 				if len(seen) == 1 {
-					first = ms(ev.at.Sub(w.t0))
+					first = stats.MS(ev.at.Sub(w.t0))
 				}
 				if len(seen) == len(w.want) {
-					all = ms(ev.at.Sub(w.t0))
+					all = stats.MS(ev.at.Sub(w.t0))
 				}
 			}
 		case err := <-w.errc:

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/weft-cni/weft/scripts/bench/internal/stats"
 )
 
 type side struct {
@@ -132,25 +133,12 @@ type phase struct {
 	Errors  []string  `json:"errors,omitempty"`
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// percentile by nearest rank.
-func percentile(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	k := int(math.Ceil(p/100*float64(len(s)))) - 1
-	return s[max(k, 0)]
-}
-
 // rate is pods/s: the median over the parallel rounds.
 func (p *phase) rate() float64 {
 	if len(p.Rates) == 0 {
 		return math.NaN()
 	}
-	return percentile(p.Rates, 50)
+	return stats.Percentile(p.Rates, 50)
 }
 
 // checkIPs reports duplicate or missing addresses of a phase of ADDs.
@@ -217,8 +205,8 @@ func (r *run) serial(verb string) error {
 				phases[k].Errors = append(phases[k].Errors, err.Error())
 				continue
 			}
-			phases[k].Samples = append(phases[k].Samples, ms(el))
-			phases[k].WallMS += ms(el)
+			phases[k].Samples = append(phases[k].Samples, stats.MS(el))
+			phases[k].WallMS += stats.MS(el)
 			if verb == "add" {
 				if ip, err := resultIP(out); err == nil {
 					ips[k][i] = ip
@@ -257,7 +245,7 @@ func (r *run) parallel(sd side, verb string) error {
 				if err != nil {
 					p.Errors = append(p.Errors, err.Error())
 				} else {
-					p.Samples = append(p.Samples, ms(el))
+					p.Samples = append(p.Samples, stats.MS(el))
 					done++
 					if verb == "add" {
 						if ip, err := resultIP(out); err == nil {
@@ -274,7 +262,7 @@ func (r *run) parallel(sd side, verb string) error {
 	}
 	close(next)
 	wg.Wait()
-	wall := ms(time.Since(start))
+	wall := stats.MS(time.Since(start))
 	p.WallMS += wall
 	p.Rates = append(p.Rates, float64(done)/(wall/1000))
 	if verb == "add" {
@@ -349,7 +337,7 @@ func (r *run) report(targets io.Writer) {
 			}
 		}
 		fmt.Printf("| %s | %s | %s | %d | %d | %.1f | %.1f | %.1f | %.1f | %s |\n", p.Side, p.Mode, strings.ToUpper(p.Verb),
-			len(p.Samples), len(p.Errors), percentile(p.Samples, 50), percentile(p.Samples, 90), percentile(p.Samples, 99), mean, rate)
+			len(p.Samples), len(p.Errors), stats.Percentile(p.Samples, 50), stats.Percentile(p.Samples, 90), stats.Percentile(p.Samples, 99), mean, rate)
 	}
 	if len(r.sides) < 2 {
 		return
@@ -371,7 +359,7 @@ func (r *run) report(targets io.Writer) {
 		pass         func(ratio float64) bool
 	}
 	p := func(pc float64) func(*phase) float64 {
-		return func(ph *phase) float64 { return percentile(ph.Samples, pc) }
+		return func(ph *phase) float64 { return stats.Percentile(ph.Samples, pc) }
 	}
 	rate := func(ph *phase) float64 { return ph.rate() }
 	atMostHalf := func(x float64) bool { return x <= 0.5 }
