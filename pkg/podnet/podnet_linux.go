@@ -25,14 +25,31 @@ import (
 // The node end's alias marks it with owner and addr (see Live).
 func Attach(podNS ns.NetNS, owner ipam.Attachment, addr netip.Addr, bridge netlink.Link, mtu int, hairpin bool, result *current.Result) error {
 	ifName := owner.IfName
-	var hostIface, podIface net.Interface
+	var hostIface net.Interface
+	// One visit to the pod's namespace: create the pair and configure the
+	// pod's end; the node's end joins the bridge afterwards.
 	err := podNS.Do(func(hostNS ns.NetNS) error {
+		var podIface net.Interface
 		var err error
 		hostIface, podIface, err = ip.SetupVeth(ifName, mtu, "", hostNS)
-		return err
+		if err != nil {
+			return fmt.Errorf("creating veth %s in %s: %w", ifName, podNS.Path(), err)
+		}
+		result.Interfaces = []*current.Interface{
+			{Name: bridge.Attrs().Name, Mac: bridge.Attrs().HardwareAddr.String()},
+			{Name: hostIface.Name, Mac: hostIface.HardwareAddr.String()},
+			{Name: podIface.Name, Mac: podIface.HardwareAddr.String(), Sandbox: podNS.Path()},
+		}
+		for _, ipc := range result.IPs {
+			ipc.Interface = current.Int(2)
+		}
+		if err := cniipam.ConfigureIface(ifName, result); err != nil {
+			return fmt.Errorf("configuring %s: %w", ifName, err)
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("creating veth %s in %s: %w", ifName, podNS.Path(), err)
+		return err
 	}
 	hostLink, err := netlink.LinkByName(hostIface.Name)
 	if err == nil {
@@ -47,20 +64,7 @@ func Attach(podNS ns.NetNS, owner ipam.Attachment, addr netip.Addr, bridge netli
 	if err != nil {
 		return fmt.Errorf("attaching %s to bridge %s: %w", hostIface.Name, bridge.Attrs().Name, err)
 	}
-	result.Interfaces = []*current.Interface{
-		{Name: bridge.Attrs().Name, Mac: bridge.Attrs().HardwareAddr.String()},
-		{Name: hostIface.Name, Mac: hostIface.HardwareAddr.String()},
-		{Name: podIface.Name, Mac: podIface.HardwareAddr.String(), Sandbox: podNS.Path()},
-	}
-	for _, ipc := range result.IPs {
-		ipc.Interface = current.Int(2)
-	}
-	return podNS.Do(func(ns.NetNS) error {
-		if err := cniipam.ConfigureIface(ifName, result); err != nil {
-			return fmt.Errorf("configuring %s: %w", ifName, err)
-		}
-		return nil
-	})
+	return nil
 }
 
 // Detach deletes the pod's interface (and so the pair) if the namespace and
