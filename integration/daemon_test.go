@@ -253,3 +253,32 @@ func TestDaemonPublicIPCIDR(t *testing.T) {
 		t.Errorf("node21 routes a lease outside --public-ip-cidr:\n%s", routes)
 	}
 }
+
+// TestStatusAllWell: on a node whose daemon is ready and that runs a pod,
+// `weft status` passes and shows the bridge as an operator would check it:
+// its gateway, its fixed MAC, its pods and the last sync.
+func TestStatusAllWell(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n21, n22 := c.node(t, "node21", node21Addr, nil), c.node(t, "node22", node22Addr, nil)
+	for _, n := range []*node{n21, n22} {
+		n.startDaemon(t)
+		n.waitReady(t)
+	}
+	n21.add(t, c.tp.PodNS(t, "a"))
+	n21.waitRoute(t, n22.subnet(t), n22.IP(), true)
+	gw := n21.subnet(t).Addr().Next()
+	out, err := n21.Try(Bin(t, "weft"), "status", "--etcd-endpoints="+c.endpoint, "--iface=eth0",
+		"--subnet-file="+filepath.Join(n21.dir, "subnet.env"), "--healthz-ip=127.0.0.1", "--healthz-port=2401")
+	if err != nil {
+		t.Fatalf("weft status failed on a healthy node: %v\n%s", err, out)
+	}
+	b := gw.As4()
+	for _, want := range []string{
+		fmt.Sprintf("weft0: [%s/24], MAC 0a:58:%02x:%02x:%02x:%02x, 1 pod(s), last sync with etcd", gw, b[0], b[1], b[2], b[3]),
+		"ok    daemon", "status: ok",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("weft status lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -32,6 +32,20 @@ type LinuxNode struct {
 
 var _ Node = LinuxNode{}
 
+// Inspect reads the bridge for `weft status` (StatusDeps.Bridge).
+func (n LinuxNode) Inspect() (Bridge, error) {
+	st, err := hostnet.Inspect(n.Bridge)
+	if err != nil {
+		return Bridge{}, err
+	}
+	b := Bridge{Name: n.Bridge, Missing: st.Missing, Addrs: st.Addrs, MAC: st.MAC.String(), Pods: st.Ports,
+		Lease: st.Lease, Synced: st.Synced, Retry: st.Retry}
+	for _, a := range st.Addrs {
+		b.MACFixed = b.MACFixed || b.MAC == hostnet.GatewayMAC(a.Addr()).String()
+	}
+	return b, nil
+}
+
 // Ensure implements Node. The bridge's MTU is left to the plugin, which
 // knows the CNI config's mtu.
 func (n LinuxNode) Ensure(file *subnetfile.File) error {

@@ -35,7 +35,23 @@ type StatusDeps struct {
 	Identity func() (nodelease.Identity, error)
 	// Readyz asks the running daemon whether it is ready; nil skips the check.
 	Readyz func(ctx context.Context) (ready bool, detail string, err error)
+	// Bridge reads the node's bridge; nil skips the check.
+	Bridge func() (Bridge, error)
 	Now    time.Time
+}
+
+// Bridge is what `weft status` sees of the node's bridge.
+type Bridge struct {
+	Name     string
+	Missing  bool
+	Addrs    []netip.Prefix
+	MAC      string
+	MACFixed bool // the MAC derived from the gateway, which never changes
+	Pods     int
+	// From the bridge's mark: the lease it was set up for (invalid when
+	// unmarked), the last complete sync, and a retry after a failed one.
+	Lease         netip.Prefix
+	Synced, Retry time.Time
 }
 
 // Check is one line of the status report.
@@ -110,6 +126,7 @@ func Status(ctx context.Context, cfg *Config, deps StatusDeps) *Report {
 		r.add(false, "routes", "not checked: cluster network unknown (no etcd and no subnet file)")
 		r.add(false, "rules", "not checked: cluster network unknown")
 	}
+	statusBridge(r, deps, file)
 	if deps.Readyz != nil {
 		ready, detail, err := deps.Readyz(ctx)
 		switch {
@@ -267,5 +284,52 @@ func statusRules(r *Report, ipt masq.IPTables, network netip.Prefix, ipMasq bool
 		for _, p := range problems {
 			r.add(false, "rules", "%s", p)
 		}
+	}
+}
+
+// statusBridge checks the bridge against the subnet file: the gateway
+// address, the fixed MAC, the lease it was set up for, and when it last
+// synced with etcd.
+func statusBridge(r *Report, deps StatusDeps, file *subnetfile.File) {
+	if deps.Bridge == nil {
+		return
+	}
+	b, err := deps.Bridge()
+	switch {
+	case err != nil:
+		r.add(false, "bridge", "%v", err)
+		return
+	case b.Missing:
+		r.add(true, "bridge", "%s not created yet (the daemon or the first ADD creates it)", b.Name)
+		return
+	}
+	var problems []string
+	if file != nil && !slices.Contains(b.Addrs, file.Subnet) {
+		problems = append(problems, fmt.Sprintf("addresses %v, want the gateway %s", b.Addrs, file.Subnet))
+	}
+	if !b.MACFixed {
+		problems = append(problems, fmt.Sprintf("MAC %s is not the fixed one: pods can lose their gateway as others come and go (the daemon or the next ADD with a sync fixes it)", b.MAC))
+	}
+	if file != nil && b.Lease.IsValid() && b.Lease != file.Lease() {
+		problems = append(problems, fmt.Sprintf("set up for lease %s, the subnet file says %s", b.Lease, file.Lease()))
+	}
+	if len(problems) > 0 {
+		r.add(false, "bridge", "%s: %s", b.Name, strings.Join(problems, "; "))
+		return
+	}
+	r.add(true, "bridge", "%s: %v, MAC %s, %d pod(s), %s", b.Name, b.Addrs, b.MAC, b.Pods, syncDetail(b, deps.Now))
+}
+
+// syncDetail describes the bridge's mark.
+func syncDetail(b Bridge, now time.Time) string {
+	switch {
+	case !b.Lease.IsValid():
+		return "no sync recorded yet"
+	case b.Retry.After(now):
+		return "etcd was unreachable at the last sync; ADDs use the subnet file until " + b.Retry.Format(time.TimeOnly)
+	case b.Synced.Unix() <= 0:
+		return "never synced with etcd"
+	default:
+		return fmt.Sprintf("last sync with etcd %s ago", now.Sub(b.Synced).Round(time.Second))
 	}
 }

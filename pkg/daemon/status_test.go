@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ type statusRig struct {
 	store  *fakeStore
 	kernel *fakeRoutes
 	ipt    *fakeIPT
+	bridge Bridge
 	deps   StatusDeps
 }
 
@@ -40,10 +42,14 @@ func newStatusRig(t *testing.T) *statusRig {
 	if _, err := masq.Ensure(r.ipt, masq.Rules{Network: pfx("172.7.0.0/16"), IPMasq: true}); err != nil {
 		t.Fatal(err)
 	}
-	r.deps = StatusDeps{Store: r.store, Routes: r.kernel, IPT: r.ipt, Now: time.Now(),
+	now := time.Now()
+	r.bridge = Bridge{Name: "weft0", Addrs: []netip.Prefix{pfx("172.7.21.1/24")}, MAC: "0a:58:ac:07:15:01", MACFixed: true,
+		Pods: 2, Lease: pfx("172.7.21.0/24"), Synced: now.Add(-10 * time.Second)}
+	r.deps = StatusDeps{Store: r.store, Routes: r.kernel, IPT: r.ipt, Now: now,
 		Identity: func() (nodelease.Identity, error) {
 			return nodelease.Identity{PublicIP: ip(selfIP), Iface: "eth0", MTU: 1500}, nil
-		}}
+		},
+		Bridge: func() (Bridge, error) { return r.bridge, nil }}
 	return r
 }
 
@@ -66,7 +72,28 @@ func TestStatus(t *testing.T) {
 	}{
 		{name: "all well", ok: true, harm: func(*statusRig) {},
 			wants: []string{"ok    subnet file", "172.7.21.1/24", "172.7.21.0/24 for 10.4.7.21: expires",
-				"172.7.22.0/24 via 10.4.7.22: route present", "iptables rules in place", "status: ok"}},
+				"172.7.22.0/24 via 10.4.7.22: route present", "iptables rules in place",
+				"ok    bridge", "weft0: [172.7.21.1/24], MAC 0a:58:ac:07:15:01, 2 pod(s), last sync with etcd 10s ago", "status: ok"}},
+		{name: "bridge not created yet", ok: true,
+			harm:  func(r *statusRig) { r.bridge = Bridge{Name: "weft0", Missing: true} },
+			wants: []string{"ok    bridge", "weft0 not created yet"}},
+		{name: "bridge marked degraded", ok: true,
+			harm:  func(r *statusRig) { r.bridge.Retry = r.deps.Now.Add(10 * time.Second) },
+			wants: []string{"ok    bridge", "etcd was unreachable at the last sync; ADDs use the subnet file until"}},
+		{name: "bridge MAC left to the kernel",
+			harm:  func(r *statusRig) { r.bridge.MACFixed, r.bridge.MAC = false, "06:38:7a:3c:60:89" },
+			wants: []string{"FAIL  bridge", "MAC 06:38:7a:3c:60:89 is not the fixed one"}},
+		{name: "bridge without the gateway",
+			harm:  func(r *statusRig) { r.bridge.Addrs = []netip.Prefix{pfx("172.7.30.1/24")} },
+			wants: []string{"FAIL  bridge", "addresses [172.7.30.1/24], want the gateway 172.7.21.1/24"}},
+		{name: "bridge set up for another lease",
+			harm:  func(r *statusRig) { r.bridge.Lease = pfx("172.7.30.0/24") },
+			wants: []string{"FAIL  bridge", "set up for lease 172.7.30.0/24, the subnet file says 172.7.21.0/24"}},
+		{name: "bridge unreadable",
+			harm: func(r *statusRig) {
+				r.deps.Bridge = func() (Bridge, error) { return Bridge{}, errors.New("netlink: permission denied") }
+			},
+			wants: []string{"FAIL  bridge", "permission denied"}},
 		{name: "route missing",
 			harm:  func(r *statusRig) { r.kernel.Delete(via("172.7.22.0/24", "10.4.7.22")) },
 			wants: []string{"FAIL  peer", "172.7.22.0/24 via 10.4.7.22: route missing or wrong (none)", "status: 1 problem(s)"}},

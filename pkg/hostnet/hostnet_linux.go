@@ -183,7 +183,11 @@ func MarkReady(link netlink.Link, file *subnetfile.File, now time.Time) error {
 // last complete sync stays recorded.
 func MarkDegraded(link netlink.Link, file *subnetfile.File, now time.Time) error {
 	m := mark{lease: file.Lease(), synced: time.Unix(0, 0), retry: now.Add(DegradedRetry)}
-	if old, ok := parseAlias(link.Attrs().Alias); ok && old.lease == m.lease {
+	current, err := netlink.LinkByIndex(link.Attrs().Index) // link may predate the last mark
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", link.Attrs().Name, err)
+	}
+	if old, ok := parseAlias(current.Attrs().Alias); ok && old.lease == m.lease {
 		m.synced = old.synced
 	}
 	return setMark(link, m)
@@ -245,4 +249,61 @@ func (s *Setup) Run() (link netlink.Link, routeErr, err error) {
 		routeErr = fmt.Errorf("programming routes to peers: %w", err)
 	}
 	return link, errors.Join(overlayErr, routeErr), nil
+}
+
+// BridgeState is what the node's bridge shows of weft's setup, for an
+// operator (`weft status`).
+type BridgeState struct {
+	Missing bool
+	Addrs   []netip.Prefix // IPv4 addresses
+	MAC     net.HardwareAddr
+	Ports   int // links attached to it: one per pod
+	// The mark (zero Lease when there is none): the lease the node was set
+	// up for, its last complete sync and, after a failed one, the retry.
+	Lease         netip.Prefix
+	Synced, Retry time.Time
+}
+
+// Inspect reads the bridge's state; a missing bridge is no error.
+func Inspect(name string) (BridgeState, error) {
+	link, err := netlink.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return BridgeState{Missing: true}, nil
+	}
+	if err != nil {
+		return BridgeState{}, fmt.Errorf("bridge %s: %w", name, err)
+	}
+	st := BridgeState{MAC: link.Attrs().HardwareAddr}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return BridgeState{}, fmt.Errorf("addresses of %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		if p, ok := netipPrefix(a.IPNet); ok {
+			st.Addrs = append(st.Addrs, p)
+		}
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return BridgeState{}, fmt.Errorf("listing links: %w", err)
+	}
+	for _, l := range links {
+		if l.Attrs().MasterIndex == link.Attrs().Index {
+			st.Ports++
+		}
+	}
+	if m, ok := parseAlias(link.Attrs().Alias); ok {
+		st.Lease, st.Synced, st.Retry = m.lease, m.synced, m.retry
+	}
+	return st, nil
+}
+
+func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	addr, ok := netip.AddrFromSlice(n.IP.To4())
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	bits, _ := n.Mask.Size()
+	return netip.PrefixFrom(addr, bits), true
 }

@@ -21,8 +21,8 @@ func TestAdoptLive(t *testing.T) {
 	live := func() (map[Attachment]netip.Addr, error) {
 		calls++
 		return map[Attachment]netip.Addr{
-			web: netip.MustParseAddr("172.7.21.2"),
-			db:  netip.MustParseAddr("172.7.21.3"),
+			web:                                      netip.MustParseAddr("172.7.21.2"),
+			db:                                       netip.MustParseAddr("172.7.21.3"),
 			{ContainerID: "zz-dup", IfName: "eth0"}:  netip.MustParseAddr("172.7.21.3"), // a second claim is ignored
 			{ContainerID: "../bad", IfName: "eth0"}:  netip.MustParseAddr("172.7.21.9"), // not a valid attachment
 			{ContainerID: "invalid", IfName: "eth0"}: {},

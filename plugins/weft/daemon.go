@@ -95,6 +95,7 @@ func runStatus(args []string) int {
 	deps := daemon.StatusDeps{
 		Store: store, Routes: route.Netlink{},
 		Identity: func() (nodelease.Identity, error) { return daemon.ResolveIdentity(cfg) },
+		Bridge:   daemon.LinuxNode{Bridge: cfg.Bridge}.Inspect,
 		Now:      time.Now(),
 	}
 	if ipt, err := iptables.New(); err == nil {
