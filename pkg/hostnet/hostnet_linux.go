@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -284,19 +285,26 @@ func Inspect(name string) (BridgeState, error) {
 			st.Addrs = append(st.Addrs, p)
 		}
 	}
-	links, err := netlink.LinkList()
+	ports, err := Ports(link)
 	if err != nil {
-		return BridgeState{}, fmt.Errorf("listing links: %w", err)
+		return BridgeState{}, err
 	}
-	for _, l := range links {
-		if l.Attrs().MasterIndex == link.Attrs().Index {
-			st.Ports++
-		}
-	}
+	st.Ports = len(ports)
 	if m, ok := parseAlias(link.Attrs().Alias); ok {
 		st.Lease, st.Synced, st.Retry = m.lease, m.synced, m.retry
 	}
 	return st, nil
+}
+
+// Ports returns the links attached to bridge: a veth per pod.
+func Ports(bridge netlink.Link) ([]netlink.Link, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("listing links: %w", err)
+	}
+	return slices.DeleteFunc(links, func(l netlink.Link) bool {
+		return l.Attrs().MasterIndex != bridge.Attrs().Index
+	}), nil
 }
 
 func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {

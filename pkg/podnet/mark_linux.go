@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/weft-cni/weft/pkg/hostnet"
 	"github.com/weft-cni/weft/pkg/ipam"
 )
 
@@ -62,15 +63,12 @@ func Live(bridge string) (map[ipam.Attachment]netip.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bridge %s: %w", bridge, err)
 	}
-	links, err := netlink.LinkList()
+	ports, err := hostnet.Ports(br)
 	if err != nil {
-		return nil, fmt.Errorf("listing links: %w", err)
+		return nil, err
 	}
 	live := map[ipam.Attachment]netip.Addr{}
-	for _, l := range links {
-		if l.Attrs().MasterIndex != br.Attrs().Index {
-			continue
-		}
+	for _, l := range ports {
 		if a, addr, ok := parseMark(l.Attrs().Alias); ok {
 			live[a] = addr
 		}
