@@ -317,3 +317,34 @@ func TestBridgeMACStable(t *testing.T) {
 		t.Fatalf("bridge MAC changed to %s after a pod joined", got)
 	}
 }
+
+// TestDelKeepsAddressOfUndeletableInterface: a DEL that cannot remove the
+// pod's interface fails and keeps the address allocated (a new pod does not
+// get it while the old one may still use it); once the interface can go, a
+// retried DEL frees it. The pod's eth0 is made undeletable by swapping in
+// its loopback device under that name.
+func TestDelKeepsAddressOfUndeletableInterface(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	pod := c.tp.PodNS(t, "stuck")
+	addr := n.add(t, pod)
+	RunIn(t, pod, "ip", "link", "set", "eth0", "name", "veth-real")
+	RunIn(t, pod, "ip", "link", "set", "lo", "down")
+	RunIn(t, pod, "ip", "link", "set", "lo", "name", "eth0")
+	if out, err := n.cnitool(t, "del", pod); err == nil {
+		t.Fatalf("DEL succeeded though eth0 (the loopback) cannot be deleted:\n%s", out)
+	}
+	if got := n.store(t)[cnitoolID(pod)]; got != addr {
+		t.Fatalf("after the failed DEL the pod's allocation is %v, want %v still held", got, addr)
+	}
+	other := n.add(t, c.tp.PodNS(t, "other"))
+	if other == addr {
+		t.Fatalf("a new pod got %v, still held by the pod whose DEL failed", addr)
+	}
+	RunIn(t, pod, "ip", "link", "set", "eth0", "name", "lo")
+	RunIn(t, pod, "ip", "link", "set", "veth-real", "name", "eth0")
+	n.del(t, pod)
+	if _, held := n.store(t)[cnitoolID(pod)]; held {
+		t.Fatalf("the retried DEL left the address allocated: %v", n.store(t))
+	}
+}

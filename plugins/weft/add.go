@@ -85,7 +85,7 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 	}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, podnet.Detach(args.Netns, args.IfName), release(ctx, conf, args))
+			err = errors.Join(err, unwire(ctx, conf, args))
 		}
 	}()
 	result.Routes = append(result.Routes, &types.Route{
@@ -235,6 +235,17 @@ func allocate(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subn
 		return nil, errors.Join(errors.New("IPAM plugin returned no address"), invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil))
 	}
 	return result, nil
+}
+
+// unwire removes the pod's interface, then frees its address. When the
+// interface cannot be removed the address stays held (the runtime retries
+// DEL; GC frees it at the latest), so a pod that may still use it never
+// shares it with a new one.
+func unwire(ctx context.Context, conf *NetConf, args *skel.CmdArgs) error {
+	if err := podnet.Detach(args.Netns, args.IfName); err != nil {
+		return fmt.Errorf("%w (its address stays allocated until the interface is gone)", err)
+	}
+	return release(ctx, conf, args)
 }
 
 // release frees the pod's address; unknown attachments succeed.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -28,8 +27,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := callContext()
 	defer cancel()
-	detachErr := podnet.Detach(args.Netns, args.IfName)
-	return cnierr.Classify(errors.Join(detachErr, release(ctx, conf, args)))
+	return cnierr.Classify(unwire(ctx, conf, args))
 }
 
 // cmdCheck verifies that the pod still has what prevResult says it got.
