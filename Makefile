@@ -20,11 +20,13 @@ build:
 	$(GOFLAGS_STATIC) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/weft-ipam ./ipam/weft-ipam
 	$(GO) build -o $(BIN)/weft-devetcd ./internal/cmd/weft-devetcd
 
-# cnitool and the reference plugins, pinned, for tests, the demo and benchmarks.
+# cnitool and the reference plugins, pinned, for tests, the demo and benchmarks;
+# built as weft is and as upstream releases them: static, no cgo.
 tools:
-	@test -x $(BIN)/cnitool || GOBIN=$(BIN) $(GO) install github.com/containernetworking/cni/cnitool@$(CNI_VERSION)
+	@test -x $(BIN)/cnitool || $(GOFLAGS_STATIC) GOBIN=$(BIN) $(GO) install -trimpath -ldflags '$(LDFLAGS)' \
+		github.com/containernetworking/cni/cnitool@$(CNI_VERSION)
 	@mkdir -p $(BIN)/ref
-	@test -x $(BIN)/ref/bridge || GOBIN=$(BIN)/ref $(GO) install \
+	@test -x $(BIN)/ref/bridge || $(GOFLAGS_STATIC) GOBIN=$(BIN)/ref $(GO) install -trimpath -ldflags '$(LDFLAGS)' \
 		github.com/containernetworking/plugins/plugins/main/bridge@$(PLUGINS_VERSION) \
 		github.com/containernetworking/plugins/plugins/ipam/host-local@$(PLUGINS_VERSION) \
 		github.com/containernetworking/plugins/plugins/meta/portmap@$(PLUGINS_VERSION)

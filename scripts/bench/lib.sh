@@ -48,18 +48,26 @@ machine_md() {
 # targets_notes explains the two references and what bounds the misses.
 targets_notes() {
 	cat <<'NOTES'
-Two references run beside weft. `ref` is bridge + host-local with `ipMasq: true`: like weft it
-masquerades pod traffic leaving the cluster network (bridge does it with rules per pod, weft with
-one pod-CIDR-exempt rule per node). `ref-nomasq` is the same chain without masquerading, a lighter
-job than weft's. Against `ref` every pod-setup target is met. Against `ref-nomasq` they are not,
-and with one process per call they cannot be: each call pays cnitool itself (the "cnitool itself"
-rows below, the same for both sides) and the start of one Go binary (the VERSION-call floor
-below). Halving ref-nomasq's time would leave weft less than its binary's start-up for its own
-process and the kernel's veth work; that binary also carries the node agent, the etcd client
-(gRPC, protobuf) and Prometheus, because DESIGN.md makes `weft daemon` the same binary, and their
-package init is most of the gap (see the profile note in section 1). DEL is dominated on every
-side by the kernel's veth deletion (the netlink rows). The data-plane ratios move by about 0.05
-between runs on this shared machine; what bounds them is in section 2.
+Two references run beside weft, built as weft is and as upstream releases them (static, no cgo).
+`ref` is bridge + host-local with `ipMasq: true`: like weft it masquerades pod traffic leaving the
+cluster network (bridge does it with rules per pod, weft with one pod-CIDR-exempt rule per node).
+`ref-nomasq` is the same chain without masquerading, a lighter job than weft's. Against `ref`
+every pod-setup target is met. Against `ref-nomasq` they are not, and with one process per call
+they cannot be; the floor table at the end of section 1 measures why, in the same run:
+- DEL: the kernel alone, deleting a veth pair with no plugin around it, takes longer than half of
+  ref-nomasq's whole DEL. Deleting (or moving out of a namespace) a network device waits in the
+  calling process for an RCU barrier (`rcu_barrier()` in `netdev_run_todo()`: off-CPU time traced
+  by `perf` on `sched_switch` with kernel stacks, 2026-11-24, was 19.6 of 20 ms per deletion), and
+  every bridge plugin's DEL pays it. The CNI spec has DEL delete the interface, so weft does.
+- ADD: cnitool, the start of an empty Go program and the kernel's part leave about a millisecond
+  for the plugin's own start beyond an empty Go program's, and its work. weft's start is about
+  4 ms above that floor: `weft daemon` is the same binary (DESIGN.md), so it links the etcd
+  v3 client, and the `etcd-client-only` row shows that client alone (gRPC, protobuf, the etcd
+  API) costs a Go program about 2.5 ms to start, in page faults and package init, before any
+  line of weft runs. The ADD work itself (netlink, the IPAM store's fsyncs, Go code) is about
+  2 ms.
+The data-plane ratios move by about 0.05 between runs on this shared machine; what bounds them
+is in section 2.
 
 NOTES
 	echo

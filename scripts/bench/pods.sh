@@ -147,16 +147,18 @@ bench_addpath() {
 	fi
 	# shellcheck disable=SC2046 # side_args are flags
 	timeout 300 "$BIN/addpath" -cnitool "$BIN/cnitool" -runs "$runs" -par "$PAR" -dir "$TOPO_STATE" \
-		-plugins "$BIN/weft,$REFBIN/bridge,$REFBIN/host-local,$BIN/weft-ipam" $(side_args) >"$TOPO_STATE/addpath.out"
+		-plugins "$BIN/weft,$REFBIN/bridge,$REFBIN/host-local,$BIN/weft-ipam,$BIN/empty-go,$BIN/etcd-client-only" \
+		-empty "$BIN/empty-go" $(side_args) >"$TOPO_STATE/addpath.out"
 	tee -a "$MD/addpath.md" <"$TOPO_STATE/addpath.out"
 	rm -f "$TOPO_STATE/perf.data"
 	cat >>"$MD/addpath.md" <<'EOT'
 Reading the split: "cnitool" is the runtime's side, the same for every plugin. The netlink time is
 kernel work any bridge plugin pays (veth pair, move into the pod, addresses, routes; on DEL the veth
-deletion, which waits for RCU grace periods). Plugins differ in the child processes they wait for
+deletion, which waits for an RCU barrier). Plugins differ in the child processes they wait for
 (iptables, nft, an IPAM plugin), in lock waits, and in their own start: compare the VERSION call
-and package init of each binary above (weft's binary also carries the daemon, the etcd client, gRPC,
-protobuf and Prometheus). An iptables row under weft with well under one call per ADD is the full
+and package init of each binary above. `empty-go` answers VERSION and does nothing else (the least
+a Go program costs to start); `etcd-client-only` is the same program linking the etcd v3 client,
+as weft must since its binary is also the node agent (weft's binary also carries Prometheus). An iptables row under weft with well under one call per ADD is the full
 rule check of a first use or of a periodic peer sync (`peerSyncInterval`), not the per-pod path.
 weft-ipam makes its state durable with two fsyncs (file and directory) per ADD and DEL; host-local
 writes without fsync.

@@ -179,6 +179,10 @@ build_tools() {
 	for t in podsetup addpath ctlplane; do
 		(cd "$ROOT" && go build -o "$BIN/$t" "./scripts/bench/$t")
 	done
+	# Start floors, built as weft is (the Makefile's static flags).
+	for t in empty-go etcd-client-only; do
+		(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$BIN/$t" "./scripts/bench/startfloor/$t")
+	done
 	cp "$ROOT/bin/cnitool" "$BIN/"
 	mkdir -p "$REFBIN"
 	cp "$ROOT/bin/ref/bridge" "$ROOT/bin/ref/host-local" "$REFBIN/"

@@ -429,6 +429,8 @@ func main() {
 		par     = flag.Int("par", 20, "calls at a time in the parallel mode")
 		dir     = flag.String("dir", os.TempDir(), "where perf.data goes")
 		plugins = flag.String("plugins", "", "comma-separated plugin binaries to time VERSION of")
+		empty   = flag.String("empty", "", "an empty Go program (one of -plugins): its start is the floor's")
+		kruns   = flag.Int("kernel-runs", 30, "veth pairs made and deleted with no plugin, for the floor (0: none)")
 	)
 	flag.Var(&ss, "side", "NAME=NODE_NETNS,CNI_PATH,NETCONF_DIR,NETWORK,POD_NETNS_PREFIX (repeat)")
 	flag.Parse()
@@ -466,10 +468,10 @@ func main() {
 	_ = script.Wait()
 
 	floors := map[string]float64{}
-	var floorTable strings.Builder
+	var startTable strings.Builder
 	if *plugins != "" {
-		fmt.Fprintf(&floorTable, "Process start floor: each binary run with `CNI_COMMAND=VERSION` (median of 30: fork, exec, Go runtime\nstart, package init, exit), and the sum of its package init times (`GODEBUG=inittrace=1`, median of 5).\n\n")
-		fmt.Fprintf(&floorTable, "| binary | size MiB | VERSION call ms | package init ms |\n|---|---:|---:|---:|\n")
+		fmt.Fprintf(&startTable, "Process start floor: each binary run with `CNI_COMMAND=VERSION` (median of 30: fork, exec, Go runtime\nstart, package init, exit), and the sum of its package init times (`GODEBUG=inittrace=1`, median of 5).\n\n")
+		fmt.Fprintf(&startTable, "| binary | size MiB | VERSION call ms | package init ms |\n|---|---:|---:|---:|\n")
 		for _, b := range strings.Split(*plugins, ",") {
 			wall, init, err := versionFloor(b, 30)
 			if err != nil {
@@ -481,7 +483,7 @@ func main() {
 			if st, err := os.Stat(b); err == nil {
 				size = float64(st.Size()) / (1 << 20)
 			}
-			fmt.Fprintf(&floorTable, "| %s | %.1f | %.2f | %.2f |\n", filepath.Base(b), size, wall, init)
+			fmt.Fprintf(&startTable, "| %s | %.1f | %.2f | %.2f |\n", filepath.Base(b), size, wall, init)
 		}
 	}
 	for _, mode := range []string{"serial", "parallel"} {
@@ -489,43 +491,70 @@ func main() {
 			report(t, r.calls, ss, mode, verb, r.par, floors)
 		}
 	}
-	fmt.Println(floorTable.String())
+	fmt.Println(startTable.String())
+	if *kruns > 0 && *empty != "" {
+		kAdd, kDel, err := kernelFloor(*kruns)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "addpath: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Println(floorSummary(t, r.calls, ss, floors[filepath.Base(*empty)], kAdd, kDel, *kruns))
+	}
+}
+
+// col is one side's calls of a mode and verb: their split summed over the
+// calls traced, and the driver's wall times.
+type col struct {
+	plugin string
+	n, bad int
+	sum    map[string]float64
+	counts map[string]int
+	walls  []float64
+}
+
+// mean is the mean per call of row; ok is false when nothing was traced.
+func (c *col) mean(row string) (float64, bool) {
+	v, ok := c.sum[row]
+	if c.n == 0 || !ok {
+		return 0, false
+	}
+	return v / float64(c.n), true
+}
+
+// collect splits the side's calls of mode and verb.
+func collect(t *trace, calls []callRec, sd side, mode, verb string) *col {
+	c := &col{sum: map[string]float64{}, counts: map[string]int{}}
+	for _, rec := range calls {
+		if rec.side != sd.Name || rec.mode != mode || rec.verb != verb {
+			continue
+		}
+		b, err := t.breakdown(rec.pid)
+		if err != nil {
+			c.bad++
+			continue
+		}
+		c.n++
+		c.plugin = b.plugin
+		c.walls = append(c.walls, float64(rec.wall.Microseconds())/1000)
+		for key, v := range b.ms {
+			c.sum[key] += v
+		}
+		for key, v := range b.counts {
+			c.counts[key] += v
+		}
+	}
+	return c
 }
 
 // report prints one table: the mean split of a mode and verb, a column per side.
 func report(t *trace, calls []callRec, ss sides, mode, verb string, par int, floors map[string]float64) {
-	type col struct {
-		plugin string
-		n, bad int
-		sum    map[string]float64
-		counts map[string]int
-		walls  []float64
-	}
 	cols := make([]*col, len(ss))
 	children := map[string]bool{}
 	for k, sd := range ss {
-		c := &col{sum: map[string]float64{}, counts: map[string]int{}}
-		cols[k] = c
-		for _, rec := range calls {
-			if rec.side != sd.Name || rec.mode != mode || rec.verb != verb {
-				continue
-			}
-			b, err := t.breakdown(rec.pid)
-			if err != nil {
-				c.bad++
-				continue
-			}
-			c.n++
-			c.plugin = b.plugin
-			c.walls = append(c.walls, float64(rec.wall.Microseconds())/1000)
-			for key, v := range b.ms {
-				c.sum[key] += v
-				if strings.HasPrefix(key, childRow) {
-					children[key] = true
-				}
-			}
-			for key, v := range b.counts {
-				c.counts[key] += v
+		cols[k] = collect(t, calls, sd, mode, verb)
+		for key := range cols[k].sum {
+			if strings.HasPrefix(key, childRow) {
+				children[key] = true
 			}
 		}
 	}
@@ -555,13 +584,9 @@ func report(t *trace, calls []callRec, ss sides, mode, verb string, par int, flo
 				fmt.Printf(" - |")
 				continue
 			}
-			var v float64
-			var present bool
+			v, present := c.mean(row)
 			if row == rowStart {
 				v, present = floors[c.plugin]
-			} else {
-				v, present = c.sum[row]
-				v /= float64(c.n)
 			}
 			switch {
 			case !present || (v < 0.005 && row != rowTotal):
