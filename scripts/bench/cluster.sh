@@ -202,8 +202,8 @@ bench_dataplane() {
 		echo "Also by hand (same day): the FORWARD accepts without their comment match (an xt match evaluated"
 		echo "per packet under iptables-nft) 0.79-0.81, no change. The RTT depends on how idle the CPUs are"
 		echo "between echoes: at 5 ms apart (200 echoes) node 0.011 ms and pod 0.018-0.019 ms (1.6-1.7x, 7-8 µs"
-		echo "more), at 10 ms apart the figures above, whose extra 25-30 µs on the pod path is mostly that"
-		echo "path's longer code running with caches gone cold between echoes."
+		echo "more); at 10 ms apart, the figures above, the pod path adds 25-30 µs, which fits its longer code"
+		echo "running with caches gone cold between echoes (a reading, not measured further)."
 	} >"$MD/dataplane.md"
 	cat "$MD/dataplane.md"
 	if ((${#FAILED_CASES[@]})); then
