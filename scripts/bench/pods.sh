@@ -158,8 +158,9 @@ deletion, which waits for an RCU barrier). Plugins differ in the child processes
 (iptables, nft, an IPAM plugin), in lock waits, and in their own start: compare the VERSION call
 and package init of each binary above. `empty-go` answers VERSION and does nothing else (the least
 a Go program costs to start); `etcd-client-only` is the same program linking the etcd v3 client,
-as weft must since its binary is also the node agent (weft's binary also carries Prometheus). An iptables row under weft with well under one call per ADD is the full
-rule check of a first use or of a periodic peer sync (`peerSyncInterval`), not the per-pod path.
+as weft must since its binary is also the node agent (weft's binary also carries Prometheus). An
+iptables row under weft with well under one call per ADD is the full rule check of a first use or
+of a periodic peer sync (`peerSyncInterval`), not the per-pod path.
 weft-ipam makes its state durable with two fsyncs (file and directory) per ADD and DEL; host-local
 writes without fsync.
 
