@@ -63,7 +63,7 @@ they cannot be; the floor table at the end of section 1 measures why, in the sam
   for the plugin's own start beyond an empty Go program's, and its work. weft's start is about
   4 ms above that floor: `weft daemon` is the same binary (DESIGN.md), so it links the etcd
   v3 client, and the `etcd-client-only` row shows that client alone (gRPC, protobuf, the etcd
-  API) costs a Go program about 2.5 ms to start, in page faults and package init, before any
+  API) costs a Go program 2 to 2.5 ms to start, in page faults and package init, before any
   line of weft runs. The ADD work itself (netlink, the IPAM store's fsyncs, Go code) is about
   2 ms.
 The data-plane ratios move by about 0.05 between runs on this shared machine; what bounds them
