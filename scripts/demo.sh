@@ -77,14 +77,7 @@ start_etcd() {
 		echo "using etcd at $ETCD_ENDPOINTS"
 		return
 	fi
-	mkdir -p "$TOPO_STATE/etcd"
-	start_bg etcd etcd "$BIN/weft-devetcd" --data-dir "$TOPO_STATE/etcd" \
-		--listen-client-urls "http://$ETCD_ADDR:2379"
-	if ! wait_for 60 "etcd to print ready" grep -q '^ready ' "$(log_of etcd)"; then
-		cat "$(log_of etcd)" >&2
-		return 1
-	fi
-	ETCD_ENDPOINTS=$(awk '/^ready / { print $2; exit }' "$(log_of etcd)")
+	start_devetcd "$BIN" "$ETCD_ADDR" || return 1
 	export ETCD_ENDPOINTS
 	echo "etcd serving at $ETCD_ENDPOINTS (log: $(log_of etcd))"
 }

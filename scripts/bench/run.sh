@@ -205,14 +205,7 @@ setup_cluster() {
 	ip -n "$(topo_ns node23)" addr add 10.6.0.23/20 dev eth0
 	mk_host ref "$REF_ADDR/24"
 	mk_host refnm "$REFNM_ADDR/24"
-	mkdir -p "$TOPO_STATE/etcd"
-	start_bg etcd etcd "$BIN/weft-devetcd" --data-dir "$TOPO_STATE/etcd" \
-		--listen-client-urls "http://$ETCD_ADDR:2379"
-	if ! wait_for 60 "etcd to print ready" grep -q '^ready ' "$(log_of etcd)"; then
-		cat "$(log_of etcd)" >&2
-		return 1
-	fi
-	ETCD_ENDPOINTS=$(awk '/^ready / { print $2; exit }' "$(log_of etcd)")
+	start_devetcd "$BIN" "$ETCD_ADDR" || return 1
 	etcdctl_ put /coreos.com/network/config "$NETWORK_CONFIG" >/dev/null
 	echo "cluster: etcd at $ETCD_ENDPOINTS; nodes 21, 22, 23, 41, 42, 51, 52, ref and refnm on 10.4.7.0/24"
 }

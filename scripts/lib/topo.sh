@@ -153,6 +153,20 @@ start_bg() {
 # log_of TAG: the log file of a process started by start_bg.
 log_of() { echo "$TOPO_STATE/logs/$1.log"; }
 
+# start_devetcd BIN ADDR: BIN/weft-devetcd in the "etcd" host, listening on
+# ADDR:2379 with its data under the topology's state; waits for it and sets
+# ETCD_ENDPOINTS to what it prints.
+start_devetcd() {
+	mkdir -p "$TOPO_STATE/etcd"
+	start_bg etcd etcd "$1/weft-devetcd" --data-dir "$TOPO_STATE/etcd" \
+		--listen-client-urls "http://$2:2379"
+	if ! wait_for 60 "etcd to print ready" grep -q '^ready ' "$(log_of etcd)"; then
+		cat "$(log_of etcd)" >&2
+		return 1
+	fi
+	ETCD_ENDPOINTS=$(awk '/^ready / { print $2; exit }' "$(log_of etcd)")
+}
+
 # wait_for SECONDS WHAT CMD...: poll CMD every 0.1s until it succeeds;
 # fail with WHAT after SECONDS.
 wait_for() {
