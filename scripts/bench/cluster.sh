@@ -59,21 +59,79 @@ ensure_daemons() { ensure_pair node21 node22; }
 # node_addr NODE: the node's address on the segment.
 node_addr() { ip -n "$(topo_ns "$1")" -4 -o addr show eth0 | awk '{ split($4, a, "/"); print a[1]; exit }'; }
 
-# dataplane_case NAME A B PORT: one pod on A and one on B (weft), then
-# iperf3 and ping from A to B, node to node and pod to pod, alternating.
-# Appends rows to $MD/dataplane.{paths,ratios} and, for host-gw, the
-# targets.
+# pod_subnet NODE: the pod subnet of NODE: the reference pair's fixed one,
+# else the one weft leased.
+pod_subnet() {
+	local f
+	f=$(node_dir "$1")/ref-subnet
+	if [[ -e $f ]]; then cat "$f"; else network_of "$(subnet_of "$1")"; fi
+}
+
+# ensure_ref_pair A B: flannel's host-gw data path, the reference the issue
+# names for a routed, unencapsulated path: pods attached by bridge +
+# host-local (ipMasq false, as in flannel's chain), on each node a route to
+# the other's pod subnet via the other node (what flanneld programs), and
+# flanneld's --ip-masq and FORWARD rules. Pod subnet 172.10.<last octet of
+# the node's address>.0/24 in network 172.10.0.0/16. Idempotent.
+ensure_ref_pair() {
+	local a=$1 b=$2 node peer sub
+	[[ -e $(node_dir "$a")/ref-subnet ]] && return 0
+	for node in "$a" "$b"; do
+		sub=172.10.$(node_addr "$node" | cut -d. -f4).0/24
+		ref_conflist "$node" "$sub" false
+		flannel_rules "$node" 172.10.0.0/16 "$sub"
+		echo "$sub" >"$(node_dir "$node")/ref-subnet"
+	done
+	for node in "$a" "$b"; do
+		peer=$b
+		[[ $node == "$b" ]] && peer=$a
+		ip -n "$(topo_ns "$node")" route add "$(pod_subnet "$peer")" via "$(node_addr "$peer")" dev eth0
+	done
+	echo "reference pair: $a holds $(pod_subnet "$a"), $b holds $(pod_subnet "$b"); static routes in place"
+}
+
+# flannel_rules NODE NETWORK LEASE: the iptables rules flanneld (v0.2x, with
+# --ip-masq) keeps on a node, written here as it would: masquerade what
+# leaves NETWORK, keep pod-to-pod traffic as is, accept forwarding to and
+# from NETWORK.
+flannel_rules() {
+	local ns network=$2 lease=$3
+	ns=$(topo_ns "$1")
+	ip netns exec "$ns" iptables-restore <<EOR
+*nat
+:FLANNEL-POSTRTG - [0:0]
+-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
+-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s $lease -d $network -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s $network -d $lease -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG ! -s $network -d $lease -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s $network ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+-A FLANNEL-POSTRTG ! -s $network -d $network -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+COMMIT
+*filter
+:FLANNEL-FWD - [0:0]
+-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
+-A FLANNEL-FWD -s $network -m comment --comment "flanneld forward" -j ACCEPT
+-A FLANNEL-FWD -d $network -m comment --comment "flanneld forward" -j ACCEPT
+COMMIT
+EOR
+}
+
+# dataplane_case NAME A B PORT [NETWORK]: one pod on A and one on B
+# (attached by the cnitool network NETWORK, default weft), then iperf3 and
+# ping from A to B, node to node and pod to pod, alternating. Appends rows
+# to $MD/dataplane.{paths,ratios} and, for host-gw, the targets.
 dataplane_case() {
-	local name=$1 a=$2 b=$3 port=$4
+	local name=$1 a=$2 b=$3 port=$4 net=${5:-weft}
 	local pa pb ipa ipb addr_b sb route mtu
 	pa=$(mk_pod "$a" dp)
 	pb=$(mk_pod "$b" dp)
-	cnitool_ "$a" add weft "$pa" >/dev/null
-	cnitool_ "$b" add weft "$pb" >/dev/null
+	cnitool_ "$a" add "$net" "$pa" >/dev/null
+	cnitool_ "$b" add "$net" "$pb" >/dev/null
 	ipa=$(pod_ip "$a-dp")
 	ipb=$(pod_ip "$b-dp")
 	addr_b=$(node_addr "$b")
-	sb=$(network_of "$(subnet_of "$b")")
+	sb=$(pod_subnet "$b")
 	route=$(route_to "$a" "$sb" | head -1 | sed 's/ *$//')
 	mtu=$(ip -n "$(topo_ns "$a-dp")" -o link show eth0 | awk '{ for (i = 1; i < NF; i++) if ($i == "mtu") print $(i + 1) }')
 	echo "$name: pod $ipa on $a, pod $ipb on $b (MTU $mtu); $a routes $route"
@@ -107,6 +165,7 @@ dataplane_case() {
 	pbw=$(printf '%s\n' "${pod_bw[@]}" | median | xargs printf '%.0f')
 	read -r -a ns < <(stats <"$fn")
 	read -r -a ps < <(stats <"$fp")
+	echo "$pbw ${ps[0]} $nb ${ns[0]}" >"$(case_file "$name")"
 	tr=$(ratio "$pbw" "$nb")
 	rr=$(ratio "${ps[0]}" "${ns[0]}")
 	rm=$(ratio "${ps[3]}" "${ns[3]}")
@@ -123,6 +182,28 @@ dataplane_case() {
 	else
 		echo "| $name | ${tr}x | - | ${rr}x | - | ${rm}x | $mtu | \`$route\` |" >>"$MD/dataplane.ratios"
 	fi
+}
+
+# case_file NAME: where dataplane_case leaves a case's medians: pod Mbit/s,
+# pod RTT p50, node Mbit/s, node RTT p50.
+case_file() { echo "$MD/dataplane.case-${1//[^a-z0-9+-]/_}"; }
+
+# vs_reference WEFT REF: weft's host-gw pod path against flannel's, both
+# measured above; a table on stdout and an informational row for the targets.
+vs_reference() {
+	local w r
+	[[ -s $(case_file "$1") && -s $(case_file "$2") ]] || return 0
+	read -r -a w <"$(case_file "$1")"
+	read -r -a r <"$(case_file "$2")"
+	echo "weft's host-gw against flannel's host-gw data path (the reference pair), same run:"
+	echo
+	echo "| measure | weft host-gw | flannel host-gw (reference) | weft/reference |"
+	echo "|---|---:|---:|---:|"
+	echo "| pod → pod TCP Mbit/s | ${w[0]} | ${r[0]} | $(ratio "${w[0]}" "${r[0]}")x |"
+	echo "| pod → pod RTT p50 ms | ${w[1]} | ${r[1]} | $(ratio "${w[1]}" "${r[1]}")x |"
+	echo "| TCP pod/node | $(ratio "${w[0]}" "${w[2]}")x | $(ratio "${r[0]}" "${r[2]}")x | - |"
+	echo "| RTT p50 pod/node | $(ratio "${w[1]}" "${w[3]}")x | $(ratio "${r[1]}" "${r[3]}")x | - |"
+	echo "| data plane: host-gw pod-to-pod TCP, weft/flannel host-gw (same run, no target) | $(ratio "${w[0]}" "${r[0]}")x (${w[0]} vs ${r[0]} Mbit/s; flannel's pod/node $(ratio "${r[0]}" "${r[2]}")x) | - | - |" >>"$MD/dataplane.targets"
 }
 
 # dataplane_failed NAME WHAT A B: record a failed measurement, with the
@@ -169,6 +250,8 @@ bench_dataplane() {
 	ensure_pair "${VXLANDR_NODES[0]}" "${VXLANDR_NODES[2]}" /weftbench-vxlandr/network \
 		'{"Network": "172.9.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}'
 	run_case vxlan+DirectRouting "${VXLANDR_NODES[0]}" "${VXLANDR_NODES[2]}" 5221
+	ensure_ref_pair "${REFGW_NODES[0]}" "${REFGW_NODES[2]}"
+	run_case "flannel host-gw" "${REFGW_NODES[0]}" "${REFGW_NODES[2]}" 5231 ref
 	{
 		echo "## 2. Data plane"
 		echo
@@ -176,8 +259,12 @@ bench_dataplane() {
 		echo "\`weft daemon\`, one pod on each attached by weft: the seed's node21 ($NODE21_ADDR) and node22"
 		echo "($NODE22_ADDR) with host-gw, and two more pairs on the same segment with networks of their own for"
 		echo "vxlan (every peer through weft.1) and vxlan with DirectRouting (a peer on the node's segment is"
-		echo "routed directly, as host-gw). iperf3 TCP, $IPERF_SECS s a run, $IPERF_ROUNDS runs per path alternating node and"
-		echo "pod (median); ping $PINGS echo requests 0.01 s apart, $PING_ROUNDS rounds per path, after a warm-up."
+		echo "routed directly, as host-gw). The reference is flannel's host-gw data path on a pair of its own on"
+		echo "the same segment (ref61, ref62): pods attached by the reference bridge + host-local (ipMasq false,"
+		echo "as flannel's chain), a route to the peer's pod subnet via the peer node, and flanneld's --ip-masq"
+		echo "and FORWARD rules, all written by the benchmark as flanneld would. iperf3 TCP, $IPERF_SECS s a run,"
+		echo "$IPERF_ROUNDS runs per path alternating node and pod (median); ping $PINGS echo requests 0.01 s apart,"
+		echo "$PING_ROUNDS rounds per path, after a warm-up."
 		echo
 		echo "| backend | path | TCP Mbit/s (median) | runs Mbit/s | RTT p50 ms | RTT p90 ms | RTT p99 ms | RTT mean ms | replies |"
 		echo "|---|---|---:|---|---:|---:|---:|---:|---:|"
@@ -188,6 +275,12 @@ bench_dataplane() {
 		echo "| backend | TCP throughput | result | RTT p50 | result | RTT mean | pod MTU | route to the peer's pod subnet |"
 		echo "|---|---:|---|---:|---|---:|---:|---|"
 		cat "$MD/dataplane.ratios"
+		echo
+		vs_reference host-gw "flannel host-gw"
+		echo
+		echo "The host-gw targets are ratios to the node-to-node path. The table above puts weft's pod path"
+		echo "beside flannel's host-gw pod path, measured in the same run on the same segment: what the two"
+		echo "share is the cost of a bridged, routed pod path; what differs is weft's own."
 		echo
 		echo "What limits the pod path: it crosses two more veth pairs, two more bridges and two routing"
 		echo "hops than the node path (pod → weft0 → node eth0 → segment → node eth0 → weft0 → pod), each paid"

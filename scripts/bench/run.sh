@@ -52,6 +52,8 @@ NODE23_ADDR=10.4.7.23
 # Node pairs for the vxlan data-plane cases, each in a network of its own.
 VXLAN_NODES=(node41 10.4.7.41 node42 10.4.7.42)
 VXLANDR_NODES=(node51 10.4.7.51 node52 10.4.7.52)
+# Node pair for flannel's host-gw data path, the reference (bridge + host-local pods).
+REFGW_NODES=(ref61 10.4.7.61 ref62 10.4.7.62)
 REF_ADDR=10.4.7.31
 REFNM_ADDR=10.4.7.32
 NETWORK_CONFIG='{"Network": "172.7.0.0/16", "Backend": {"Type": "host-gw"}}'
@@ -201,13 +203,15 @@ setup_cluster() {
 	mk_host "${VXLAN_NODES[2]}" "${VXLAN_NODES[3]}/24"
 	mk_host "${VXLANDR_NODES[0]}" "${VXLANDR_NODES[1]}/24"
 	mk_host "${VXLANDR_NODES[2]}" "${VXLANDR_NODES[3]}/24"
+	mk_host "${REFGW_NODES[0]}" "${REFGW_NODES[1]}/24"
+	mk_host "${REFGW_NODES[2]}" "${REFGW_NODES[3]}/24"
 	# A second on-link range on node23 for 1,000 peers' PublicIPs.
 	ip -n "$(topo_ns node23)" addr add 10.6.0.23/20 dev eth0
 	mk_host ref "$REF_ADDR/24"
 	mk_host refnm "$REFNM_ADDR/24"
 	start_devetcd "$BIN" "$ETCD_ADDR" || return 1
 	etcdctl_ put /coreos.com/network/config "$NETWORK_CONFIG" >/dev/null
-	echo "cluster: etcd at $ETCD_ENDPOINTS; nodes 21, 22, 23, 41, 42, 51, 52, ref and refnm on 10.4.7.0/24"
+	echo "cluster: etcd at $ETCD_ENDPOINTS; nodes 21, 22, 23, 41, 42, 51, 52, 61, 62, ref and refnm on 10.4.7.0/24"
 }
 
 etcdctl_() { in_ns etcd env ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ENDPOINTS" "$@"; }
