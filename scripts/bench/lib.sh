@@ -67,7 +67,9 @@ they cannot be; the floor table at the end of section 1 measures why, in the sam
   line of weft runs. The ADD work itself (netlink, the IPAM store's fsyncs, Go code) is about
   2 ms.
 The data-plane ratios move by about 0.05 between runs on this shared machine; what bounds them
-is in section 2.
+is in section 2, where flannel's host-gw data path (reference bridge + host-local pods, static
+routes, flanneld's rules) runs beside weft's on the same segment: the row "weft/flannel host-gw"
+above compares the two pod paths directly, and section 2 gives flannel's own pod/node ratios.
 
 NOTES
 	echo
