@@ -7,6 +7,10 @@ CONFDIR ?= /etc/cni/net.d
 DESTDIR ?=
 CNI_VERSION := v1.3.0
 PLUGINS_VERSION := v1.9.0
+# flannel's CNI plugin (reads flanneld's subnet file, delegates to bridge +
+# host-local) as last shipped in containernetworking/plugins; its successor
+# module, flannel-io/cni-plugin, is not served by this machine's module proxy.
+FLANNEL_CNI_VERSION := v0.9.1
 GOFLAGS_STATIC := CGO_ENABLED=0
 LDFLAGS := -s -w
 FUZZTIME ?= 3s
@@ -30,6 +34,8 @@ tools:
 		github.com/containernetworking/plugins/plugins/main/bridge@$(PLUGINS_VERSION) \
 		github.com/containernetworking/plugins/plugins/ipam/host-local@$(PLUGINS_VERSION) \
 		github.com/containernetworking/plugins/plugins/meta/portmap@$(PLUGINS_VERSION)
+	@test -x $(BIN)/ref/flannel || $(GOFLAGS_STATIC) GOBIN=$(BIN)/ref $(GO) install -trimpath -ldflags '$(LDFLAGS)' \
+		github.com/containernetworking/plugins/plugins/meta/flannel@$(FLANNEL_CNI_VERSION)
 
 # System packages a fresh Debian machine lacks (root only; no-op otherwise).
 deps:

@@ -38,6 +38,7 @@ machine_md() {
 	echo "| Go | $(go env GOVERSION) |"
 	echo "| weft | $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)') |"
 	echo "| reference plugins (bridge, host-local) | $(modver "$REFBIN/bridge" github.com/containernetworking/plugins) |"
+	echo "| flannel CNI plugin (containernetworking/plugins) | $(modver "$REFBIN/flannel" github.com/containernetworking/plugins) |"
 	echo "| cnitool | $(modver "$BIN/cnitool" github.com/containernetworking/cni) |"
 	echo "| etcd (weft-devetcd, in process) | $(modver "$BIN/weft-devetcd" go.etcd.io/etcd/server/v3) |"
 	echo "| iptables | $(iptables --version 2>/dev/null) |"
@@ -48,10 +49,12 @@ machine_md() {
 # targets_notes explains the two references and what bounds the misses.
 targets_notes() {
 	cat <<'NOTES'
-Two references run beside weft, built as weft is and as upstream releases them (static, no cgo).
+Three references run beside weft, built as weft is and as upstream releases them (static, no cgo).
 `ref` is bridge + host-local with `ipMasq: true`: like weft it masquerades pod traffic leaving the
 cluster network (bridge does it with rules per pod, weft with one pod-CIDR-exempt rule per node).
-`ref-nomasq` is the same chain without masquerading, a lighter job than weft's. Against `ref`
+`ref-nomasq` is the same chain without masquerading, a lighter job than weft's; `flannel` is that
+chain with flannel's own CNI plugin in front (three processes per call), what an operator moving
+from flannel runs today, compared in section 1 without a target. Against `ref`
 every pod-setup target is met. Against `ref-nomasq` they are not, and with one process per call
 they cannot be; the floor table at the end of section 1 measures why, in the same run:
 - DEL: the kernel alone, deleting a veth pair with no plugin around it, takes longer than half of

@@ -31,6 +31,38 @@ ref_conflist() {
 EOC
 }
 
+# flannel_conflist NODE SUBNET: flannel's CNI plugin as kube-flannel's
+# conflist runs it (delegating to bridge with isDefaultGateway), hairpin off
+# as on the other sides, with the subnet file flanneld would write for a
+# lease of SUBNET (FLANNEL_IPMASQ=true: flanneld masquerades per node, so
+# the plugin gives bridge ipMasq false).
+flannel_conflist() {
+	local dir sub=$2
+	dir=$(node_dir "$1")
+	mkdir -p "$dir/net.d"
+	cat >"$dir/subnet.env" <<EOS
+FLANNEL_NETWORK=172.7.0.0/16
+FLANNEL_SUBNET=${sub%.0/24}.1/24
+FLANNEL_MTU=1500
+FLANNEL_IPMASQ=true
+EOS
+	cat >"$dir/net.d/10-ref.conflist" <<EOC
+{
+  "cniVersion": "0.4.0",
+  "name": "ref",
+  "plugins": [
+    {
+      "type": "flannel",
+      "subnetFile": "$dir/subnet.env",
+      "dataDir": "$dir/flannel",
+      "delegate": {"bridge": "cni0", "isDefaultGateway": true, "hairpinMode": false},
+      "ipam": {"dataDir": "$dir/ipam"}
+    }
+  ]
+}
+EOC
+}
+
 cnitool_() {
 	local node=$1 path=$BIN
 	shift
@@ -61,8 +93,8 @@ mk_pods() {
 	} | ip -batch -
 }
 
-# prepare_pods: conflists of both sides, N empty pod namespaces each, and
-# the same warm-up for both: one ADD and DEL. The weft node's first ADD
+# prepare_pods: conflists of every side, N empty pod namespaces each, and
+# the same warm-up for all: one ADD and DEL. The weft node's first ADD
 # takes its lease and writes the subnet file; the reference range is that
 # subnet. Idempotent.
 prepare_pods() {
@@ -71,6 +103,7 @@ prepare_pods() {
 	mk_pods w "$N"
 	mk_pods r "$N"
 	mk_pods f "$N"
+	mk_pods l "$N"
 	cnitool_ node21 add weft "/var/run/netns/$(topo_ns wwarm)" >/dev/null
 	cnitool_ node21 del weft "/var/run/netns/$(topo_ns wwarm)"
 	POD_SUBNET=$(network_of "$(subnet_of node21)")
@@ -80,16 +113,20 @@ prepare_pods() {
 	cnitool_ ref del ref "/var/run/netns/$(topo_ns rwarm)"
 	cnitool_ refnm add ref "/var/run/netns/$(topo_ns fwarm)" >/dev/null
 	cnitool_ refnm del ref "/var/run/netns/$(topo_ns fwarm)"
+	flannel_conflist refflnl "$POD_SUBNET"
+	cnitool_ refflnl add ref "/var/run/netns/$(topo_ns lwarm)" >/dev/null
+	cnitool_ refflnl del ref "/var/run/netns/$(topo_ns lwarm)"
 	echo "weft node21 holds $POD_SUBNET; reference range $POD_SUBNET"
 	echo "$POD_SUBNET" >"$TOPO_STATE/pods.ready"
 }
 
-# side_args: podsetup/addpath -side flags for weft and the reference.
+# side_args: podsetup/addpath -side flags for weft and the references.
 side_args() {
 	local nsdir=/var/run/netns
 	echo -side "weft=$nsdir/$(topo_ns node21),$BIN,$(node_dir node21)/net.d,weft,$nsdir/$(topo_ns w)" \
 		-side "ref=$nsdir/$(topo_ns ref),$REFBIN,$(node_dir ref)/net.d,ref,$nsdir/$(topo_ns r)" \
-		-side "ref-nomasq=$nsdir/$(topo_ns refnm),$REFBIN,$(node_dir refnm)/net.d,ref,$nsdir/$(topo_ns f)"
+		-side "ref-nomasq=$nsdir/$(topo_ns refnm),$REFBIN,$(node_dir refnm)/net.d,ref,$nsdir/$(topo_ns f)" \
+		-side "flannel=$nsdir/$(topo_ns refflnl),$REFBIN,$(node_dir refflnl)/net.d,ref,$nsdir/$(topo_ns l)"
 }
 
 bench_pods() {
@@ -98,7 +135,7 @@ bench_pods() {
 	sub=$(cat "$TOPO_STATE/pods.ready")
 	# shellcheck disable=SC2046 # side_args are flags
 	timeout 600 "$BIN/podsetup" -cnitool "$BIN/cnitool" -n "$N" -par "$PAR" -rounds "$PAR_ROUNDS" \
-		-json "$TOPO_STATE/pods.json" -targets "$MD/pods.targets" $(side_args) >"$MD/pods.table"
+		-json "$TOPO_STATE/pods.json" -targets "$MD/pods.targets" -untargeted flannel $(side_args) >"$MD/pods.table"
 	cat "$MD/pods.table"
 	{
 		echo "## 1. Pod network setup"
@@ -117,10 +154,15 @@ bench_pods() {
 		echo "  with range $sub: the same features, masquerade done by the bridge plugin per pod."
 		echo "- **ref-nomasq**: the same with ipMasq false, as flannel's CNI chain runs it when flanneld"
 		echo "  masquerades per node (\`--ip-masq\`, FLANNEL_IPMASQ=true), which is what an operator moving"
-		echo "  from flannel runs today."
+		echo "  from flannel runs today, minus flannel's own plugin."
+		echo "- **flannel**: that chain whole, as kube-flannel runs it: flannel's CNI plugin (containernetworking/plugins"
+		echo "  $(modver "$REFBIN/flannel" github.com/containernetworking/plugins), the code flannel-io/cni-plugin carries on) reads the subnet file flanneld"
+		echo "  would write (FLANNEL_IPMASQ=true) and delegates to the same bridge + host-local (isDefaultGateway,"
+		echo "  hairpinMode false, ipMasq false). Three processes per call."
 		echo
-		echo "IPAM data of all sides on the same disk. Targets are applied to serial p50 (ADD, DEL) and to"
-		echo "pods/s of both parallel phases, against each reference."
+		echo "IPAM data of all sides on the same disk. Targets (issue 5: against the reference bridge +"
+		echo "host-local chain) are applied to serial p50 (ADD, DEL) and to pods/s of both parallel phases,"
+		echo "against ref and ref-nomasq; flannel's ratios are shown without a target."
 		echo
 		cat "$MD/pods.table"
 	} >"$MD/pods.md"
@@ -147,7 +189,7 @@ bench_addpath() {
 	fi
 	# shellcheck disable=SC2046 # side_args are flags
 	timeout 300 "$BIN/addpath" -cnitool "$BIN/cnitool" -runs "$runs" -par "$PAR" -dir "$TOPO_STATE" \
-		-plugins "$BIN/weft,$REFBIN/bridge,$REFBIN/host-local,$BIN/weft-ipam,$BIN/empty-go,$BIN/etcd-client-only" \
+		-plugins "$BIN/weft,$REFBIN/bridge,$REFBIN/host-local,$REFBIN/flannel,$BIN/weft-ipam,$BIN/empty-go,$BIN/etcd-client-only" \
 		-empty "$BIN/empty-go" $(side_args) >"$TOPO_STATE/addpath.out"
 	tee -a "$MD/addpath.md" <"$TOPO_STATE/addpath.out"
 	rm -f "$TOPO_STATE/perf.data"
@@ -155,7 +197,7 @@ bench_addpath() {
 Reading the split: "cnitool" is the runtime's side, the same for every plugin. The netlink time is
 kernel work any bridge plugin pays (veth pair, move into the pod, addresses, routes; on DEL the veth
 deletion, which waits for an RCU barrier). Plugins differ in the child processes they wait for
-(iptables, nft, an IPAM plugin), in lock waits, and in their own start: compare the VERSION call
+(iptables, nft, an IPAM plugin, the plugin flannel delegates to), in lock waits, and in their own start: compare the VERSION call
 and package init of each binary above. `empty-go` answers VERSION and does nothing else (the least
 a Go program costs to start); `etcd-client-only` is the same program linking the etcd v3 client,
 as weft must since its binary is also the node agent (weft's binary also carries Prometheus). An

@@ -56,6 +56,7 @@ VXLANDR_NODES=(node51 10.4.7.51 node52 10.4.7.52)
 REFGW_NODES=(ref61 10.4.7.61 ref62 10.4.7.62)
 REF_ADDR=10.4.7.31
 REFNM_ADDR=10.4.7.32
+REFFLNL_ADDR=10.4.7.33
 NETWORK_CONFIG='{"Network": "172.7.0.0/16", "Backend": {"Type": "host-gw"}}'
 
 # shellcheck source=scripts/bench/lib.sh
@@ -171,7 +172,7 @@ on_exit() {
 # rebuilding bin/ during the run changes what is measured.
 build_tools() {
 	local t
-	for t in cnitool ref/bridge ref/host-local; do
+	for t in cnitool ref/bridge ref/host-local ref/flannel; do
 		if [[ ! -x $ROOT/bin/$t ]]; then
 			echo "bench: bin/$t missing; run 'make tools' (or 'make bench')" >&2
 			exit 1
@@ -187,7 +188,7 @@ build_tools() {
 	done
 	cp "$ROOT/bin/cnitool" "$BIN/"
 	mkdir -p "$REFBIN"
-	cp "$ROOT/bin/ref/bridge" "$ROOT/bin/ref/host-local" "$REFBIN/"
+	cp "$ROOT/bin/ref/bridge" "$ROOT/bin/ref/host-local" "$ROOT/bin/ref/flannel" "$REFBIN/"
 }
 
 # setup_cluster: the seed topology plus a node for the reference plugins and
@@ -209,9 +210,10 @@ setup_cluster() {
 	ip -n "$(topo_ns node23)" addr add 10.6.0.23/20 dev eth0
 	mk_host ref "$REF_ADDR/24"
 	mk_host refnm "$REFNM_ADDR/24"
+	mk_host refflnl "$REFFLNL_ADDR/24"
 	start_devetcd "$BIN" "$ETCD_ADDR" || return 1
 	etcdctl_ put /coreos.com/network/config "$NETWORK_CONFIG" >/dev/null
-	echo "cluster: etcd at $ETCD_ENDPOINTS; nodes 21, 22, 23, 41, 42, 51, 52, 61, 62, ref and refnm on 10.4.7.0/24"
+	echo "cluster: etcd at $ETCD_ENDPOINTS; nodes 21, 22, 23, 41, 42, 51, 52, 61, 62, ref, refnm and refflnl on 10.4.7.0/24"
 }
 
 etcdctl_() { in_ns etcd env ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ENDPOINTS" "$@"; }
