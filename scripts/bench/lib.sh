@@ -46,7 +46,7 @@ machine_md() {
 	echo
 }
 
-# targets_notes explains the two references and what bounds the misses.
+# targets_notes explains the references and what bounds the misses.
 targets_notes() {
 	cat <<'NOTES'
 Three references run beside weft, built as weft is and as upstream releases them (static, no cgo).

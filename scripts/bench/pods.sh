@@ -155,10 +155,10 @@ bench_pods() {
 		echo "- **ref-nomasq**: the same with ipMasq false, as flannel's CNI chain runs it when flanneld"
 		echo "  masquerades per node (\`--ip-masq\`, FLANNEL_IPMASQ=true), which is what an operator moving"
 		echo "  from flannel runs today, minus flannel's own plugin."
-		echo "- **flannel**: that chain whole, as kube-flannel runs it: flannel's CNI plugin (containernetworking/plugins"
-		echo "  $(modver "$REFBIN/flannel" github.com/containernetworking/plugins), the code flannel-io/cni-plugin carries on) reads the subnet file flanneld"
-		echo "  would write (FLANNEL_IPMASQ=true) and delegates to the same bridge + host-local (isDefaultGateway,"
-		echo "  hairpinMode false, ipMasq false). Three processes per call."
+		echo "- **flannel**: that chain whole, as kube-flannel runs it: flannel's CNI plugin"
+		echo "  (containernetworking/plugins $(modver "$REFBIN/flannel" github.com/containernetworking/plugins), the code flannel-io/cni-plugin carries on)"
+		echo "  reads the subnet file flanneld would write (FLANNEL_IPMASQ=true) and delegates to the same"
+		echo "  bridge + host-local (isDefaultGateway, hairpinMode false, ipMasq false). Three processes per call."
 		echo
 		echo "IPAM data of all sides on the same disk. Targets (issue 5: against the reference bridge +"
 		echo "host-local chain) are applied to serial p50 (ADD, DEL) and to pods/s of both parallel phases,"
@@ -197,8 +197,8 @@ bench_addpath() {
 Reading the split: "cnitool" is the runtime's side, the same for every plugin. The netlink time is
 kernel work any bridge plugin pays (veth pair, move into the pod, addresses, routes; on DEL the veth
 deletion, which waits for an RCU barrier). Plugins differ in the child processes they wait for
-(iptables, nft, an IPAM plugin, the plugin flannel delegates to), in lock waits, and in their own start: compare the VERSION call
-and package init of each binary above. `empty-go` answers VERSION and does nothing else (the least
+(iptables, nft, an IPAM plugin, the bridge plugin flannel delegates to), in lock waits, and in
+their own start: compare the VERSION call and package init of each binary above. `empty-go` answers VERSION and does nothing else (the least
 a Go program costs to start); `etcd-client-only` is the same program linking the etcd v3 client,
 as weft must since its binary is also the node agent (weft's binary also carries Prometheus). An
 iptables row under weft with well under one call per ADD is the full rule check of a first use or
