@@ -47,23 +47,18 @@ need_root() {
 	fi
 }
 
-# build_bins NAME...: build bin/NAME from its package when Go is here, else
-# require a prebuilt one.
+# build_bins NAME...: with Go here, weft's binaries built as `make build`
+# builds them (static, as installed) and cnitool as `make tools` pins it,
+# plus the srcip helper; without Go, each bin/NAME must be prebuilt.
 build_bins() {
-	local name pkg
+	local name
+	if command -v go >/dev/null; then
+		make -s -C "$ROOT" build tools >/dev/null
+		(cd "$ROOT" && go build -o bin/srcip ./integration/cmd/srcip)
+		return
+	fi
 	for name in "$@"; do
-		case $name in
-		weft-devetcd) pkg=./internal/cmd/weft-devetcd ;;
-		srcip) pkg=./integration/cmd/srcip ;;
-		weft) pkg=./plugins/weft ;;
-		weft-ipam) pkg=./ipam/weft-ipam ;;
-		*) pkg=./cmd/$name ;;
-		esac
-		if [[ $name == cnitool ]] && command -v go >/dev/null; then
-			[[ -x $BIN/cnitool ]] || GOBIN=$BIN go install github.com/containernetworking/cni/cnitool@v1.3.0
-		elif command -v go >/dev/null; then
-			(cd "$ROOT" && go build -o "bin/$name" "$pkg")
-		elif [[ ! -x $BIN/$name ]]; then
+		if [[ ! -x $BIN/$name ]]; then
 			echo "demo: bin/$name missing and no Go to build it" >&2
 			exit 1
 		fi
