@@ -67,4 +67,14 @@ func TestTLS(t *testing.T) {
 	if err := put(Config{Endpoints: []string{"http" + eps[0][len("https"):]}}, time.Second); err == nil {
 		t.Error("plaintext client accepted by a TLS server")
 	}
+	// Nothing listening: an outage, about which TLS has nothing to say.
+	down := Config{Endpoints: []string{"https://127.0.0.1:1"}, CAFile: f.CA, CertFile: f.ClientCert, KeyFile: f.ClientKey}
+	if err := Probe(context.Background(), down); err != nil {
+		t.Errorf("Probe of an endpoint that is down: %v, want nil (not a TLS failure)", err)
+	}
+	// One endpoint down, the other refusing the certificate: still a TLS failure.
+	mixed := Config{Endpoints: []string{"https://127.0.0.1:1", eps[0]}, CAFile: f.RogueCA, CertFile: f.ClientCert, KeyFile: f.ClientKey}
+	if err := Probe(context.Background(), mixed); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Errorf("Probe with one endpoint down and one refusing: %v, want the TLS failure", err)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weft-cni/weft/internal/etcdembed"
+	"github.com/weft-cni/weft/internal/testcerts"
 	"github.com/weft-cni/weft/pkg/etcdclient"
 	"github.com/weft-cni/weft/pkg/lease"
 )
@@ -90,6 +91,28 @@ func TestSyncEtcdUnreachable(t *testing.T) {
 	st, err := Sync(ctx2, c, id, quiet)
 	if err != nil || st.Degraded == nil || st.File.Lease().String() != "172.7.21.0/24" {
 		t.Fatalf("file present, no etcd: %+v, %v; want the file's lease, degraded", st, err)
+	}
+}
+
+// TestSyncEtcdUnreachableTLS: with TLS configured, etcd being down is still
+// an outage (the subnet file serves, degraded), not a TLS config error.
+func TestSyncEtcdUnreachableTLS(t *testing.T) {
+	dir := t.TempDir()
+	f, err := testcerts.Write(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Config{EtcdEndpoints: []string{"https://127.0.0.1:1"}, EtcdCAFile: f.CA, EtcdCertFile: f.ClientCert,
+		EtcdKeyFile: f.ClientKey, SubnetFile: filepath.Join(dir, "subnet.env")}
+	if err := os.WriteFile(c.SubnetFile, []byte("FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.21.1/24\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := Identity{PublicIP: netip.MustParseAddr("10.4.7.21"), MTU: 1500}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := Sync(ctx, c, id, quiet)
+	if err != nil || st.Degraded == nil || !errors.Is(st.Degraded, ErrUnavailable) || st.File.Lease().String() != "172.7.21.0/24" {
+		t.Fatalf("TLS, file present, no etcd: %+v, %v; want the file's lease, degraded as unavailable", st, err)
 	}
 }
 
