@@ -348,3 +348,25 @@ func TestDelKeepsAddressOfUndeletableInterface(t *testing.T) {
 		t.Fatalf("the retried DEL left the address allocated: %v", n.store(t))
 	}
 }
+
+// TestDelRefusesTheNodesNamespace: a DEL whose CNI_NETNS is the node's own
+// namespace fails with code 4 and deletes nothing there, neither the node's
+// eth0 nor the bridge (skel checks the namespace only after DEL has run).
+func TestDelRefusesTheNodesNamespace(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	n.add(t, c.tp.PodNS(t, "a"))
+	out, err := n.call(t, "DEL", "refused", n.Path(), n.netconf(t, 0, nil))
+	var cniErr struct{ Code int }
+	if err == nil || json.Unmarshal([]byte(strings.SplitN(out, "\n}", 2)[0]+"}"), &cniErr) != nil || cniErr.Code != 4 {
+		t.Errorf("DEL of eth0 in the node's namespace: %v %s, want CNI error code 4", err, out)
+	}
+	if out, err := n.cnitool(t, "del", n.Path(), "CNI_IFNAME=weft0"); err == nil {
+		t.Errorf("DEL of weft0 in the node's namespace succeeded:\n%s", out)
+	}
+	for _, ifname := range []string{"eth0", "weft0"} {
+		if _, err := n.Try("ip", "link", "show", ifname); err != nil {
+			t.Fatalf("the node's %s is gone after the refused DELs: %v", ifname, err)
+		}
+	}
+}

@@ -8,6 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ErrNotPodNS marks a CNI_NETNS that cannot be a pod's: not a network
+// namespace, or the plugin's own (the node's).
+var ErrNotPodNS = errors.New("not a pod network namespace")
+
 // nsGetNSType is the NS_GET_NSTYPE ioctl (linux/nsfs.h).
 const nsGetNSType = 0xb703
 

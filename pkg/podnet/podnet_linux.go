@@ -68,7 +68,9 @@ func Attach(podNS ns.NetNS, owner ipam.Attachment, addr netip.Addr, bridge netli
 }
 
 // Detach deletes the pod's interface (and so the pair) if the namespace and
-// the link still exist. It succeeds when either is already gone.
+// the link still exist. It succeeds when either is already gone, and
+// refuses (ErrNotPodNS) a namespace that is the node's own: a DEL naming it
+// would delete a node interface (the bridge, eth0) of that name.
 func Detach(netnsPath, ifName string) error {
 	if netnsPath == "" {
 		return nil
@@ -86,6 +88,9 @@ func Detach(netnsPath, ifName string) error {
 		return fmt.Errorf("opening netns %s: %w", netnsPath, err)
 	}
 	defer podNS.Close()
+	if err := checkNS(podNS); err != nil {
+		return fmt.Errorf("%w: CNI_NETNS %s: %w", ErrNotPodNS, netnsPath, err)
+	}
 	return podNS.Do(func(ns.NetNS) error {
 		if err := ip.DelLinkByName(ifName); err != nil && !errors.Is(err, ip.ErrLinkNotFound) {
 			return fmt.Errorf("deleting %s: %w", ifName, err)
