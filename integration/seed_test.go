@@ -23,6 +23,7 @@ func TestSeedCluster(t *testing.T) {
 	t.Run("pods ping across nodes", s.podsPingAcrossNodes)
 	t.Run("server pod sees the client pod's own IP", s.serverSeesClientPodIP)
 	t.Run("outside host sees the node IP", s.outsideSeesNodeIP)
+	t.Run("pod traffic kube-proxy or portmap marked is masqueraded", s.markedTrafficMasqueraded)
 	t.Run("docker's rule is overtaken at the next ADD", s.dockerRuleOvertaken)
 	t.Run("no rule or route duplicated by repeated ADDs", s.noDuplicates)
 	t.Run("CHECK passes, then fails once the address is removed", s.checkDetectsMissingAddress)
@@ -123,6 +124,31 @@ func (s *seedScenario) outsideSeesNodeIP(t *testing.T) {
 	if got := SourceIPSeen(t, s.outside, s.outside.IP(), s.pods[s.n21][0]); got != s.n21.IP() {
 		t.Errorf("outside host saw %s, want node IP %s", got, s.n21.IP())
 	}
+}
+
+// markedTrafficMasqueraded plays kube-proxy and portmap on node21: they
+// mark a connection (0x4000, 0x2000) that must be masqueraded even between
+// pods (a NodePort or Service hairpin to a pod endpoint, a hostPort
+// hairpin) and masquerade it in a POSTROUTING chain after ours. Marked, the
+// server pod on node22 sees node21's address; unmarked again, the client
+// pod's own.
+func (s *seedScenario) markedTrafficMasqueraded(t *testing.T) {
+	server, client := s.pods[s.n22][0], s.pods[s.n21][0]
+	s.n21.Run(t, "iptables", "-t", "nat", "-N", "TEST-MARKED-MASQ")
+	s.n21.Run(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-j", "TEST-MARKED-MASQ")
+	t.Cleanup(func() {
+		s.n21.Try("iptables", "-t", "nat", "-D", "POSTROUTING", "-j", "TEST-MARKED-MASQ")
+		s.n21.Try("iptables", "-t", "nat", "-F", "TEST-MARKED-MASQ")
+		s.n21.Try("iptables", "-t", "nat", "-X", "TEST-MARKED-MASQ")
+	})
+	for _, mark := range []string{"0x4000/0x4000", "0x2000/0x2000"} {
+		s.n21.Run(t, "iptables", "-t", "nat", "-A", "TEST-MARKED-MASQ", "-m", "mark", "--mark", mark, "-j", "MASQUERADE")
+		markRule := []string{"PREROUTING", "-s", s.ips[client].String(), "-d", s.ips[server].String(), "-j", "MARK", "--set-xmark", mark}
+		s.n21.Run(t, append([]string{"iptables", "-t", "nat", "-I"}, markRule...)...)
+		seenSourceIP(t, server, s.ips[server], client, s.n21.IP(), "a connection marked "+mark+" is masqueraded to node21")
+		s.n21.Run(t, append([]string{"iptables", "-t", "nat", "-D"}, markRule...)...)
+	}
+	seenSourceIP(t, server, s.ips[server], client, s.ips[client], "unmarked again, the server sees the client pod's own IP")
 }
 
 // dockerRuleOvertaken inserts docker's masquerade rule for node21's subnet

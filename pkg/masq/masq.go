@@ -46,9 +46,20 @@ const (
 const (
 	commentJump       = "weft"
 	commentKeepSource = "weft: pod to pod keeps source ip"
+	commentKubeProxy  = "weft: kube-proxy masquerades what it marked"
+	commentPortmap    = "weft: portmap masquerades what it marked"
 	commentMasquerade = "weft: pod to outside masqueraded"
 	commentFromPods   = "weft: forward from pods"
 	commentToPods     = "weft: forward to pods"
+)
+
+// Marks with which other software asks for a connection to be masqueraded
+// even between pods (a NodePort or hairpin to a Service endpoint, a hostPort
+// hairpin): kube-proxy's masquerade bit (--iptables-masquerade-bit, 14 by
+// default, as flannel assumes too) and the CNI portmap plugin's (13).
+const (
+	markKubeProxy = "0x4000/0x4000"
+	markPortmap   = "0x2000/0x2000"
 )
 
 // Multicast ranges are never masqueraded.
@@ -82,7 +93,12 @@ type Chain struct {
 // MASQUERADE rule (IPTables.HasRandomFully).
 func (r Rules) Chains(randomFully bool) []Chain {
 	n := r.Network.Masked().String()
+	// Marked connections go on to the marker's own MASQUERADE rule later in
+	// POSTROUTING; everything else from pod to pod is accepted here, ahead
+	// of rules such as docker's that would masquerade it.
 	nat := [][]string{
+		{"-m", "mark", "--mark", markKubeProxy, "-m", "comment", "--comment", commentKubeProxy, "-j", "RETURN"},
+		{"-m", "mark", "--mark", markPortmap, "-m", "comment", "--comment", commentPortmap, "-j", "RETURN"},
 		{"-s", n, "-d", n, "-m", "comment", "--comment", commentKeepSource, "-j", "ACCEPT"},
 	}
 	if r.IPMasq {

@@ -125,6 +125,8 @@ func TestRealIPTablesDockerInFront(t *testing.T) {
 			masq += " --random-fully"
 		}
 		want = []string{"-N WEFT-POSTRTG",
+			`-A WEFT-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "weft: kube-proxy masquerades what it marked" -j RETURN`,
+			`-A WEFT-POSTRTG -m mark --mark 0x2000/0x2000 -m comment --comment "weft: portmap masquerades what it marked" -j RETURN`,
 			`-A WEFT-POSTRTG -s 198.18.0.0/16 -d 198.18.0.0/16 -m comment --comment "weft: pod to pod keeps source ip" -j ACCEPT`,
 			masq}
 		if !slices.Equal(got, want) {

@@ -15,6 +15,8 @@ var cluster = Rules{Network: netip.MustParsePrefix("172.7.0.0/16"), IPMasq: true
 const (
 	jumpNAT     = "-A POSTROUTING -m comment --comment weft -j WEFT-POSTRTG"
 	jumpFwd     = "-A FORWARD -m comment --comment weft -j WEFT-FWD"
+	kubeProxy   = `-A WEFT-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "weft: kube-proxy masquerades what it marked" -j RETURN`
+	portmap     = `-A WEFT-POSTRTG -m mark --mark 0x2000/0x2000 -m comment --comment "weft: portmap masquerades what it marked" -j RETURN`
 	keepSource  = `-A WEFT-POSTRTG -s 172.7.0.0/16 -d 172.7.0.0/16 -m comment --comment "weft: pod to pod keeps source ip" -j ACCEPT`
 	masquerade  = `-A WEFT-POSTRTG -s 172.7.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "weft: pod to outside masqueraded" -j MASQUERADE --random-fully`
 	fromPods    = `-A WEFT-FWD -s 172.7.0.0/16 -m comment --comment "weft: forward from pods" -j ACCEPT`
@@ -37,7 +39,7 @@ func assertRules(t *testing.T, f *fakeIPT, table, chain string, want ...string) 
 func assertDesired(t *testing.T, f *fakeIPT, extraPostrouting ...string) {
 	t.Helper()
 	assertRules(t, f, "nat", "POSTROUTING", append([]string{jumpNAT}, extraPostrouting...)...)
-	assertRules(t, f, "nat", "WEFT-POSTRTG", keepSource, masquerade)
+	assertRules(t, f, "nat", "WEFT-POSTRTG", kubeProxy, portmap, keepSource, masquerade)
 	assertRules(t, f, "filter", "FORWARD", jumpFwd)
 	assertRules(t, f, "filter", "WEFT-FWD", fromPods, toPods)
 }
@@ -63,16 +65,16 @@ func TestChains(t *testing.T) {
 		wantNAT     []string // last word of each nat rule
 		wantMasq    string   // the masquerade rule rendered, "" for none
 	}{
-		{"masq with random-fully", cluster, true, []string{"ACCEPT", "--random-fully"},
+		{"masq with random-fully", cluster, true, []string{"RETURN", "RETURN", "ACCEPT", "--random-fully"},
 			`-s 172.7.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "weft: pod to outside masqueraded" -j MASQUERADE --random-fully`},
-		{"masq without random-fully", cluster, false, []string{"ACCEPT", "MASQUERADE"},
+		{"masq without random-fully", cluster, false, []string{"RETURN", "RETURN", "ACCEPT", "MASQUERADE"},
 			`-s 172.7.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "weft: pod to outside masqueraded" -j MASQUERADE`},
-		{"no masq", Rules{Network: cluster.Network}, true, []string{"ACCEPT"}, ""},
+		{"no masq", Rules{Network: cluster.Network}, true, []string{"RETURN", "RETURN", "ACCEPT"}, ""},
 		{"unmasked network", Rules{Network: netip.MustParsePrefix("172.7.3.4/16"), IPMasq: true}, false,
-			[]string{"ACCEPT", "MASQUERADE"},
+			[]string{"RETURN", "RETURN", "ACCEPT", "MASQUERADE"},
 			`-s 172.7.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "weft: pod to outside masqueraded" -j MASQUERADE`},
 		{"ipv6", Rules{Network: netip.MustParsePrefix("fd00:7::/48"), IPMasq: true}, false,
-			[]string{"ACCEPT", "MASQUERADE"},
+			[]string{"RETURN", "RETURN", "ACCEPT", "MASQUERADE"},
 			`-s fd00:7::/48 ! -d ff00::/8 -m comment --comment "weft: pod to outside masqueraded" -j MASQUERADE`},
 	}
 	for _, tt := range tests {
@@ -89,8 +91,8 @@ func TestChains(t *testing.T) {
 			if !slices.Equal(last, tt.wantNAT) {
 				t.Errorf("nat rules end with %q, want %q", last, tt.wantNAT)
 			}
-			if tt.wantMasq != "" && render(nat.Rules[1]) != tt.wantMasq {
-				t.Errorf("masquerade rule = %s\nwant %s", render(nat.Rules[1]), tt.wantMasq)
+			if tt.wantMasq != "" && render(nat.Rules[3]) != tt.wantMasq {
+				t.Errorf("masquerade rule = %s\nwant %s", render(nat.Rules[3]), tt.wantMasq)
 			}
 			if nat.From != "POSTROUTING" || chains[1].From != "FORWARD" {
 				t.Errorf("jumps from %s and %s", nat.From, chains[1].From)
@@ -195,7 +197,7 @@ func TestEnsureRepairs(t *testing.T) {
 		}, "inserted jump to WEFT-POSTRTG at top of nat POSTROUTING", nil},
 		{"flushed chain", func(t *testing.T, f *fakeIPT) {
 			mustDo(t, f.ClearChain("nat", ChainNAT))
-		}, "rewrote chain nat WEFT-POSTRTG (inserted 2, removed 0 rules)", nil},
+		}, "rewrote chain nat WEFT-POSTRTG (inserted 4, removed 0 rules)", nil},
 		{"deleted chain", func(t *testing.T, f *fakeIPT) {
 			mustDo(t, f.Delete("filter", "FORWARD", jumpTo(ChainForward)...))
 			mustDo(t, f.ClearChain("filter", ChainForward))
@@ -206,8 +208,8 @@ func TestEnsureRepairs(t *testing.T) {
 			mustDo(t, f.Insert("filter", ChainForward, 4, "-d", "10.1.2.3", "-j", "DROP"))
 		}, "rewrote chain filter WEFT-FWD (inserted 2, removed 4 rules)", nil},
 		{"rules swapped", func(t *testing.T, f *fakeIPT) {
-			mustDo(t, f.DeleteById("nat", ChainNAT, 1))
-			mustDo(t, f.Insert("nat", ChainNAT, 2, cluster.Chains(true)[0].Rules[0]...))
+			mustDo(t, f.DeleteById("nat", ChainNAT, 3))
+			mustDo(t, f.Insert("nat", ChainNAT, 4, cluster.Chains(true)[0].Rules[2]...))
 		}, "rewrote chain nat WEFT-POSTRTG (inserted 1, removed 1 rules)", nil},
 	}
 	for _, tt := range tests {
@@ -241,24 +243,24 @@ func TestEnsureIPMasqOff(t *testing.T) {
 	f := newFakeIPT()
 	noMasq := Rules{Network: cluster.Network}
 	mustEnsure(t, f, noMasq)
-	assertRules(t, f, "nat", "WEFT-POSTRTG", keepSource)
+	assertRules(t, f, "nat", "WEFT-POSTRTG", kubeProxy, portmap, keepSource)
 	assertRules(t, f, "nat", "POSTROUTING", jumpNAT)
 
 	// Turning masquerading on and off again rewrites the chain in place.
 	mustEnsure(t, f, cluster)
-	assertRules(t, f, "nat", "WEFT-POSTRTG", keepSource, masquerade)
+	assertRules(t, f, "nat", "WEFT-POSTRTG", kubeProxy, portmap, keepSource, masquerade)
 	rep := mustEnsure(t, f, noMasq)
 	if want := "rewrote chain nat WEFT-POSTRTG (inserted 0, removed 1 rules)"; !slices.Equal(rep.Repairs, []string{want}) {
 		t.Errorf("repairs = %q, want %q", rep.Repairs, want)
 	}
-	assertRules(t, f, "nat", "WEFT-POSTRTG", keepSource)
+	assertRules(t, f, "nat", "WEFT-POSTRTG", kubeProxy, portmap, keepSource)
 }
 
 func TestEnsureWithoutRandomFully(t *testing.T) {
 	f := newFakeIPT()
 	f.randomFully = false
 	mustEnsure(t, f, cluster)
-	assertRules(t, f, "nat", "WEFT-POSTRTG", keepSource, strings.TrimSuffix(masquerade, " --random-fully"))
+	assertRules(t, f, "nat", "WEFT-POSTRTG", kubeProxy, portmap, keepSource, strings.TrimSuffix(masquerade, " --random-fully"))
 }
 
 func TestEnsureInvalid(t *testing.T) {
