@@ -67,8 +67,8 @@ func TestRulesInstalledThenRepaired(t *testing.T) {
 				t.Errorf("first set-up counted as %v repairs", n)
 			}
 			want := ipt.rules("nat", "WEFT-POSTRTG")
-			if len(want) != 2 {
-				t.Fatalf("nat chain = %q, want the keep-source and masquerade rules", want)
+			if len(want) != 4 {
+				t.Fatalf("nat chain = %q, want the two marked-connection returns, the keep-source and masquerade rules", want)
 			}
 			tt.harm(ipt)
 			r.check(context.Background())
