@@ -36,6 +36,17 @@ type Config struct {
 // coming back.
 const MaxReconnectDelay = 5 * time.Second
 
+// KeepAliveTime and KeepAliveTimeout: a connection quiet for KeepAliveTime
+// is pinged, and dropped when the ping goes unanswered for KeepAliveTimeout.
+// Without them a member that vanished without a TCP reset (power loss, a
+// partition) holds the daemon's watch for as long as TCP retransmits, about
+// 15 minutes, before the client moves to another endpoint. etcd refuses
+// pings more often than every 5 s (--grpc-keepalive-min-time).
+const (
+	KeepAliveTime    = 10 * time.Second
+	KeepAliveTimeout = 5 * time.Second
+)
+
 // ErrNoEndpoints is returned when no etcd endpoint is configured.
 var ErrNoEndpoints = errors.New("no etcd endpoints configured")
 
@@ -50,10 +61,12 @@ func New(cfg Config, log *slog.Logger) (*clientv3.Client, error) {
 		return nil, err
 	}
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   cfg.Endpoints,
-		DialTimeout: DefaultDialTimeout,
-		TLS:         tlsConfig,
-		Logger:      zap.NewNop(),
+		Endpoints:            cfg.Endpoints,
+		DialTimeout:          DefaultDialTimeout,
+		DialKeepAliveTime:    KeepAliveTime,
+		DialKeepAliveTimeout: KeepAliveTimeout,
+		TLS:                  tlsConfig,
+		Logger:               zap.NewNop(),
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: MaxReconnectDelay},
 			MinConnectTimeout: MaxReconnectDelay,
