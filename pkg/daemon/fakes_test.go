@@ -251,21 +251,6 @@ func (f *fakeStore) Acquire(_ context.Context, cfg *netconf.Config, attrs lease.
 	return &out, nil
 }
 
-func (f *fakeStore) TakeOver(_ context.Context, subnet netip.Prefix, attrs lease.Attrs) (netip.Addr, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.down {
-		return netip.Addr{}, errDown
-	}
-	l, ok := f.keys[subnet]
-	if !ok || l.Reservation() || l.Attrs.PublicIP == attrs.PublicIP {
-		return netip.Addr{}, lease.ErrNotFound
-	}
-	old := l.Attrs.PublicIP
-	f.putLocked(subnet, attrs, l.EtcdLease)
-	return old, nil
-}
-
 func (f *fakeStore) KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan time.Time, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

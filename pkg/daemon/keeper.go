@@ -57,9 +57,8 @@ func (k *keeper) signalLost() {
 
 func (k *keeper) run(ctx context.Context) {
 	bo := newBackoff(k.clock)
-	first := true
 	for ctx.Err() == nil {
-		network, own, err := k.acquire(ctx, first)
+		network, own, err := k.acquire(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -69,7 +68,6 @@ func (k *keeper) run(ctx context.Context) {
 			bo.wait(ctx)
 			continue
 		}
-		first = false
 		bo.reset()
 		k.prefer, k.preferNetwork = own.Subnet, network.Network
 		k.metrics.LeaseAcquired()
@@ -80,11 +78,12 @@ func (k *keeper) run(ctx context.Context) {
 	}
 }
 
-// acquire reads the network config and reuses or acquires the node's lease.
-// On the first attempt a subnet from the subnet file that is still leased to
-// another public IP is taken over, as flanneld does when a node's address
-// changes; later attempts never take a subnet from anyone.
-func (k *keeper) acquire(ctx context.Context, first bool) (*netconf.Config, *lease.Lease, error) {
+// acquire reads the network config and reuses or acquires the node's lease:
+// its own by public IP, else the subnet it held last (the subnet file's at
+// start) if that is free, else a free one. As flanneld, it never takes a
+// subnet that another node holds, even one this node held under a former
+// address: two nodes on one subnet is worse than a node renumbered.
+func (k *keeper) acquire(ctx context.Context) (*netconf.Config, *lease.Lease, error) {
 	ctx, cancel := context.WithTimeout(ctx, acquireTimeout)
 	defer cancel()
 	network, err := k.store.NetworkConfig(ctx)
@@ -102,36 +101,15 @@ func (k *keeper) acquire(ctx context.Context, first bool) (*netconf.Config, *lea
 	if !prefer.IsValid() || k.preferNetwork != network.Network || !network.Contains(prefer) {
 		prefer = netip.Prefix{}
 	}
-	if first && prefer.IsValid() {
-		k.takeOver(ctx, network, prefer, attrs)
-	}
 	own, err := k.store.Acquire(ctx, network, attrs, lease.AcquireOptions{TTL: k.ttl, Prefer: prefer})
 	if err != nil {
 		return nil, nil, fmt.Errorf("acquiring a subnet of %s for %s: %w", network.Network, k.publicIP, err)
 	}
+	if prefer.IsValid() && own.Subnet != prefer {
+		k.log.Warn("the subnet this node held is leased to another node; pods still using it need restarting",
+			"previous_subnet", prefer, "subnet", own.Subnet, "public_ip", k.publicIP)
+	}
 	return network, own, nil
-}
-
-// takeOver rewrites prefer's key to this node when the node holds no lease
-// by its public IP; failures only mean Acquire finds another subnet.
-func (k *keeper) takeOver(ctx context.Context, network *netconf.Config, prefer netip.Prefix, attrs lease.Attrs) {
-	leases, _, err := k.store.List(ctx)
-	if err != nil {
-		return // Acquire will fail the same way and the attempt be retried
-	}
-	for _, l := range leases {
-		if l.Attrs.PublicIP == k.publicIP && network.Contains(l.Subnet) {
-			return
-		}
-	}
-	old, err := k.store.TakeOver(ctx, prefer, attrs)
-	switch {
-	case err == nil:
-		k.log.Warn("took over the subnet of the subnet file, leased to this node's previous address",
-			"subnet", prefer, "previous_public_ip", old, "public_ip", k.publicIP)
-	case !isNotFound(err):
-		k.log.Warn("could not take over the subnet of the subnet file", "subnet", prefer, "error", err)
-	}
 }
 
 // supported reports whether the daemon can program the network's backend.

@@ -198,7 +198,9 @@ func TestKeeperHonoursReservation(t *testing.T) {
 	}
 }
 
-func TestKeeperTakeOver(t *testing.T) {
+// TestKeeperPrefersItsSubnet: the subnet file's subnet is reused when free
+// and never taken from another node.
+func TestKeeperPrefersItsSubnet(t *testing.T) {
 	s21 := pfx("172.7.21.0/24")
 	tests := []struct {
 		name  string
@@ -206,9 +208,9 @@ func TestKeeperTakeOver(t *testing.T) {
 		want  netip.Prefix
 		other string // who holds 172.7.21.0/24 afterwards
 	}{
-		{name: "leased to this node's old address: taken over",
+		{name: "leased to another address (this node's former, or a node that got it since): left alone",
 			setup: func(f *fakeStore) { f.put(s21, "10.4.7.121", 7) },
-			want:  s21, other: selfIP},
+			other: "10.4.7.121"},
 		{name: "node already holds a lease by its address: left alone",
 			setup: func(f *fakeStore) { f.put(s21, "10.4.7.121", 7); f.put(pfx("172.7.30.0/24"), selfIP, 8) },
 			want:  pfx("172.7.30.0/24"), other: "10.4.7.121"},

@@ -2,9 +2,7 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/netip"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -29,13 +27,6 @@ type Store interface {
 	// the lease can no longer be kept (it expired, was revoked, or etcd did
 	// not answer for a whole TTL).
 	KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan time.Time, error)
-	// TakeOver rewrites, with a compare-and-set, the leased key of subnet to
-	// attrs when another public IP holds it (a node whose address changed,
-	// finding its subnet in its subnet file). It returns an error wrapping
-	// lease.ErrNotFound when there is nothing to take over: the key is free,
-	// a reservation, or already this node's. It returns the previous holder's
-	// public IP.
-	TakeOver(ctx context.Context, subnet netip.Prefix, attrs lease.Attrs) (netip.Addr, error)
 }
 
 // EtcdStore is the Store backed by etcd.
@@ -82,34 +73,3 @@ func (s *EtcdStore) KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan 
 	}()
 	return out, nil
 }
-
-// TakeOver implements Store.
-func (s *EtcdStore) TakeOver(ctx context.Context, subnet netip.Prefix, attrs lease.Attrs) (netip.Addr, error) {
-	held, err := s.Get(ctx, subnet)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	old := held.Attrs.PublicIP
-	if held.Reservation() || old == attrs.PublicIP {
-		return old, fmt.Errorf("taking over %s: %w", subnet, lease.ErrNotFound)
-	}
-	value, err := attrs.MarshalJSON()
-	if err != nil {
-		return old, err
-	}
-	key := lease.SubnetKey(s.Prefix(), subnet)
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", held.ModRevision)).
-		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(held.EtcdLease))).
-		Commit()
-	if err != nil {
-		return old, fmt.Errorf("taking over %s from %s: %w", key, old, err)
-	}
-	if !resp.Succeeded {
-		return old, fmt.Errorf("taking over %s: %w", key, lease.ErrConflict)
-	}
-	return old, nil
-}
-
-// isNotFound reports whether err says a thing is absent rather than unreachable.
-func isNotFound(err error) bool { return errors.Is(err, lease.ErrNotFound) }
