@@ -20,7 +20,7 @@ func (rep *Report) add(format string, args ...any) {
 
 // Ensure checks weft's chains and jumps and repairs whatever differs: each
 // chain exists and holds exactly the desired rules in order, and each jump is
-// present once and first in its builtin chain. Changes are ordered so that
+// present once in its builtin chain, first where the chain says so. Changes are ordered so that
 // the desired rule is always in place before a wrong one is removed; there is
 // no moment where pod traffic is matched by nothing of ours.
 //
@@ -49,26 +49,37 @@ func Ensure(ipt IPTables, r Rules) (Report, error) {
 	return rep, errors.Join(errs...)
 }
 
-// EnsureFront is the cheap check made on every pod ADD: it reads only the
-// first rule of nat POSTROUTING and filter FORWARD, and when both are weft's
-// jumps it returns without further work. Otherwise it runs Ensure. It does
-// not look inside weft's chains; the daemon's periodic Ensure does.
+// EnsureFront is the cheap check behind a pod ADD: it reads the first rule
+// of nat POSTROUTING and the rules of filter FORWARD, and when weft's jumps
+// are where they belong it returns without further work. Otherwise it runs
+// Ensure. It does not look inside weft's chains; the daemon's periodic
+// Ensure does.
 func EnsureFront(ipt IPTables, r Rules) (Report, error) {
 	chains, err := desired(ipt, r)
 	if err != nil {
 		return Report{}, err
 	}
 	for _, c := range chains {
-		line, err := firstRule(ipt, c.Table, c.From)
-		if err != nil {
-			return Ensure(ipt, r)
-		}
-		spec, ok, err := parseRule(line, c.From)
-		if err != nil || !ok || !slices.Equal(spec, c.Jump) {
+		if ok, err := jumpInPlace(ipt, c); err != nil || !ok {
 			return Ensure(ipt, r)
 		}
 	}
 	return Report{}, nil
+}
+
+// jumpInPlace reports whether c.Jump is the first rule of c.From (c.First)
+// or one of its rules.
+func jumpInPlace(ipt IPTables, c Chain) (bool, error) {
+	if !c.First {
+		specs, err := listRules(ipt, c.Table, c.From)
+		return slices.ContainsFunc(specs, func(spec []string) bool { return slices.Equal(spec, c.Jump) }), err
+	}
+	line, err := firstRule(ipt, c.Table, c.From)
+	if err != nil {
+		return false, err
+	}
+	spec, ok, err := parseRule(line, c.From)
+	return ok && slices.Equal(spec, c.Jump), err
 }
 
 // firstRule returns the first rule of chain, or "" when it has none.
@@ -139,7 +150,7 @@ func checkChain(ipt IPTables, c Chain) ([]string, error) {
 	switch {
 	case jumps == 0:
 		problems = append(problems, fmt.Sprintf("%s %s has no jump to %s", c.Table, c.From, c.Name))
-	case !slices.Equal(parent[0], c.Jump):
+	case c.First && !slices.Equal(parent[0], c.Jump):
 		problems = append(problems, fmt.Sprintf("jump to %s is not first in %s %s", c.Name, c.Table, c.From))
 	}
 	if jumps > 1 {

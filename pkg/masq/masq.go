@@ -4,8 +4,10 @@
 // that other software (docker) inserts.
 //
 // The rules live in chains of weft's own (nat WEFT-POSTRTG, filter WEFT-FWD),
-// each reached by a single jump that must be the first rule of its builtin
-// chain (nat POSTROUTING, filter FORWARD).
+// each reached by a single jump from its builtin chain. The nat jump must be
+// the first rule of POSTROUTING (ahead of docker's masquerade); the filter
+// jump need only be in FORWARD, after what NetworkPolicy engines and
+// kube-proxy put there, as flannel's is.
 package masq
 
 import (
@@ -78,11 +80,13 @@ type Rules struct {
 }
 
 // Chain is one of weft's chains: the rules it must hold, in order, and the
-// jump that must be the first rule of the builtin chain From.
+// jump to it from the builtin chain From: its first rule when First, else
+// anywhere (appended when missing).
 type Chain struct {
 	Table string
 	Name  string
 	From  string
+	First bool
 	Jump  []string
 	Rules [][]string
 }
@@ -114,7 +118,7 @@ func (r Rules) Chains(randomFully bool) []Chain {
 		{"-d", n, "-m", "comment", "--comment", commentToPods, "-j", "ACCEPT"},
 	}
 	return []Chain{
-		{Table: TableNAT, Name: ChainNAT, From: "POSTROUTING", Jump: jumpTo(ChainNAT), Rules: nat},
+		{Table: TableNAT, Name: ChainNAT, From: "POSTROUTING", First: true, Jump: jumpTo(ChainNAT), Rules: nat},
 		{Table: TableFilter, Name: ChainForward, From: "FORWARD", Jump: jumpTo(ChainForward), Rules: fwd},
 	}
 }

@@ -169,6 +169,34 @@ func TestEnsureFrontDockerInFront(t *testing.T) {
 	}
 }
 
+// TestForwardJumpLeftBehindOthers: rules other software puts on top of
+// filter FORWARD (a NetworkPolicy engine, kube-proxy) stay ahead of our
+// jump, and a missing jump is appended after them.
+func TestForwardJumpLeftBehindOthers(t *testing.T) {
+	policy := []string{"-m", "comment", "--comment", "policy", "-j", "POLICY-FWD"}
+	const policyRule = "-A FORWARD -m comment --comment policy -j POLICY-FWD"
+	f := newFakeIPT()
+	mustEnsure(t, f, cluster)
+	mustDo(t, f.NewChain("filter", "POLICY-FWD"))
+	mustDo(t, f.Insert("filter", "FORWARD", 1, policy...))
+	for _, ensure := range []func(IPTables, Rules) (Report, error){EnsureFront, Ensure} {
+		if rep, err := ensure(f, cluster); err != nil || len(rep.Repairs) != 0 {
+			t.Fatalf("with a policy rule above our jump: repairs %q, %v; want none", rep.Repairs, err)
+		}
+	}
+	if problems, err := Check(f, cluster); err != nil || len(problems) != 0 {
+		t.Fatalf("Check with a policy rule above our jump: %q, %v", problems, err)
+	}
+	assertRules(t, f, "filter", "FORWARD", policyRule, jumpFwd)
+
+	mustDo(t, f.Delete("filter", "FORWARD", jumpTo(ChainForward)...))
+	rep := mustEnsure(t, f, cluster)
+	if !slices.Equal(rep.Repairs, []string{"appended jump to WEFT-FWD to filter FORWARD"}) {
+		t.Errorf("repairs = %q, want the jump appended", rep.Repairs)
+	}
+	assertRules(t, f, "filter", "FORWARD", policyRule, jumpFwd)
+}
+
 func TestEnsureFrontFresh(t *testing.T) {
 	// Empty builtin chains: ListById panics in go-iptables, which
 	// EnsureFront must treat as "not ours" and repair.

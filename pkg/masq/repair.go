@@ -67,15 +67,19 @@ func planChain(want [][]string) planner {
 	}
 }
 
-// ensureJump makes c.Jump the first rule of c.From and removes every other
-// jump to c.Name there: the new jump goes in at the top first, stale copies
-// are deleted from the bottom up after.
+// ensureJump leaves exactly one jump to c.Name in c.From, c.Jump: first
+// when c.First (the new jump goes in at the top first, stale copies are
+// deleted from the bottom up after), else the first jump found, or c.Jump
+// appended when there is none.
 func ensureJump(ipt IPTables, c Chain, rep *Report) error {
 	done, err := converge(ipt, c.Table, c.From, planJump(c))
 	for _, s := range done {
-		if s.insert {
+		switch {
+		case s.insert && s.pos == 1:
 			rep.add("inserted jump to %s at top of %s %s", c.Name, c.Table, c.From)
-		} else {
+		case s.insert:
+			rep.add("appended jump to %s to %s %s", c.Name, c.Table, c.From)
+		default:
 			rep.add("removed duplicate jump to %s at position %d of %s %s", c.Name, s.pos, c.Table, c.From)
 		}
 	}
@@ -84,11 +88,15 @@ func ensureJump(ipt IPTables, c Chain, rep *Report) error {
 
 func planJump(c Chain) planner {
 	return func(actual [][]string) (step, bool) {
-		if len(actual) == 0 || !slices.Equal(actual[0], c.Jump) {
+		keep := slices.IndexFunc(actual, func(spec []string) bool { return slices.Equal(spec, c.Jump) })
+		switch {
+		case c.First && keep != 0:
 			return step{insert: true, pos: 1, spec: c.Jump}, true
+		case keep < 0:
+			return step{insert: true, pos: len(actual) + 1, spec: c.Jump}, true
 		}
-		for i := len(actual) - 1; i >= 1; i-- {
-			if jumpsTo(actual[i], c.Name) {
+		for i := len(actual) - 1; i >= 0; i-- {
+			if i != keep && jumpsTo(actual[i], c.Name) {
 				return step{pos: i + 1, spec: actual[i]}, true
 			}
 		}

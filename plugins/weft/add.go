@@ -111,7 +111,7 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 func prepareNode(ctx context.Context, conf *NetConf) (*subnetfile.File, netlink.Link, error) {
 	if file, err := nodelease.Current(&conf.Config); err == nil {
 		link, ready := hostnet.Ready(conf.Bridge, file, conf.peerSync(), time.Now())
-		if ready && masq.JumpsFirst() { // in-process netlink reads: no iptables process
+		if ready && masq.JumpsInPlace() { // in-process netlink reads: no iptables process
 			return file, link, nil
 		}
 	}
@@ -131,7 +131,7 @@ func prepareNode(ctx context.Context, conf *NetConf) (*subnetfile.File, netlink.
 	if !ready {
 		return firstUse(ctx, conf, file)
 	}
-	if masq.JumpsFirst() { // repaired by an ADD that held the lock before us
+	if masq.JumpsInPlace() { // repaired by an ADD that held the lock before us
 		return file, link, nil
 	}
 	ipt, err := iptables.New()
