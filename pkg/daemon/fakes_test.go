@@ -198,7 +198,11 @@ func (f *fakeStore) NetworkConfig(context.Context) (*netconf.Config, error) {
 	return f.network, nil
 }
 
-func (f *fakeStore) List(context.Context) ([]lease.Lease, int64, error) {
+func (f *fakeStore) List(ctx context.Context) ([]lease.Lease, int64, error) {
+	return f.ListWithoutExpiry(ctx)
+}
+
+func (f *fakeStore) ListWithoutExpiry(context.Context) ([]lease.Lease, int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {

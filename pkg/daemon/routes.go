@@ -87,7 +87,7 @@ func (s *syncer) fullSync(ctx context.Context) (int64, error) {
 	start := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, listTimeout)
 	defer cancel()
-	leases, rev, err := s.store.List(lctx)
+	leases, rev, err := s.store.ListWithoutExpiry(lctx)
 	if err != nil {
 		return 0, err
 	}

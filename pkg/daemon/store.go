@@ -16,8 +16,10 @@ import (
 // one, tests use an in-memory fake.
 type Store interface {
 	NetworkConfig(ctx context.Context) (*netconf.Config, error)
-	// List returns every lease and the revision to watch from.
-	List(ctx context.Context) ([]lease.Lease, int64, error)
+	// ListWithoutExpiry returns every lease and the revision to watch from,
+	// in one round trip: routing to peers needs no expirations, and filling
+	// them costs a round trip per etcd lease (lease.Store.ListWithoutExpiry).
+	ListWithoutExpiry(ctx context.Context) ([]lease.Lease, int64, error)
 	// Acquire returns the node's lease, reusing or creating it (lease.Store.Acquire).
 	Acquire(ctx context.Context, cfg *netconf.Config, attrs lease.Attrs, opt lease.AcquireOptions) (*lease.Lease, error)
 	// Watch calls fn with changes after revision rev (lease.Store.Watch).

@@ -363,8 +363,9 @@ bench_control() {
 		echo
 		echo "### Full sync of 1,000 peers"
 		echo
-		echo "1,000 peer leases written first (network 172.16.0.0/12 under a prefix of its own; PublicIPs in"
-		echo "10.6.0.0/20, on-link on node23), then \`weft daemon\` started on node23 for that prefix."
+		echo "1,000 peer leases written first, each bound to an etcd lease of its own as every node's is"
+		echo "(network 172.16.0.0/12 under a prefix of its own; PublicIPs in 10.6.0.0/20, on-link on node23),"
+		echo "then \`weft daemon\` started on node23 for that prefix."
 		echo
 	} >>"$md"
 	ctlplane_ sync -weft "$BIN/weft" -netns "$(topo_ns node23)" -netns-path "$nsdir/$(topo_ns node23)" \

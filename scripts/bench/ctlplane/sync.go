@@ -80,18 +80,14 @@ func parseSyncFlags(args []string) (syncOpts, error) {
 }
 
 // writePeers writes the network config under -prefix and -peers leases in
-// that network, bound to one etcd lease, with PublicIPs from -gw-first up;
-// it returns their subnets.
+// that network, each bound to an etcd lease of its own as every node's is,
+// with PublicIPs from -gw-first up; it returns their subnets.
 func writePeers(ctx context.Context, cli *clientv3.Client, o syncOpts) (map[netip.Prefix]bool, error) {
 	raw, cfg, err := hostGWConfig(o.network, 24)
 	if err != nil {
 		return nil, err
 	}
 	if err := putConfig(ctx, cli, o.prefix, raw); err != nil {
-		return nil, err
-	}
-	id, err := grantDay(ctx, cli)
-	if err != nil {
 		return nil, err
 	}
 	gw, err := netip.ParseAddr(o.gwFirst)
@@ -106,6 +102,10 @@ func writePeers(ctx context.Context, cli *clientv3.Client, o syncOpts) (map[neti
 			break
 		}
 		want[p] = true
+		id, err := grantDay(ctx, cli)
+		if err != nil {
+			return nil, err
+		}
 		if err := batch.add(clientv3.OpPut(subnetKey(o.prefix, p), attrs(gw), clientv3.WithLease(id))); err != nil {
 			return nil, err
 		}
