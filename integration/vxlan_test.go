@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -169,6 +170,15 @@ func TestVXLAN(t *testing.T) {
 		}
 	})
 	t.Run("pods reach pods across segments", func(t *testing.T) { podMesh(t, pods) })
+	t.Run("weft status checks the vxlan routes", func(t *testing.T) {
+		n := rc.n21
+		out, err := n.Try(Bin(t, "weft"), "status", "--etcd-endpoints="+rc.endpoint, "--iface=eth0",
+			"--subnet-file="+filepath.Join(n.dir, "subnet.env"))
+		want := fmt.Sprintf("%s via %s: route present", rc.n31.subnet(t), rc.n31.subnet(t).Addr())
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("weft status on a healthy vxlan node: %v, want it to pass and show %q:\n%s", err, want, out)
+		}
+	})
 	t.Run("DF ping at full pod MTU passes, one byte more fails", func(t *testing.T) {
 		from, to := byNode[rc.n21], pods[byNode[rc.n31]]
 		if err := dfPing(from, to, 1450-28); err != nil {

@@ -76,6 +76,19 @@ func (n LinuxNode) MarkReady(file *subnetfile.File, now time.Time) error {
 // means nothing was programmed.
 type Overlay func(network *netconf.Config, own *lease.Lease, leases []lease.Lease, prune bool) ([]route.Route, error)
 
+// OverlayPlan returns, without changing anything, the routes the overlay
+// wants for the node's lease self and the given leases (`weft status`).
+type OverlayPlan func(network *netconf.Config, self netip.Prefix, publicIP netip.Addr, leases []lease.Lease) ([]route.Route, error)
+
+// LinuxOverlayPlan is the OverlayPlan of the kernel: the vxlan device's
+// routes as the daemon programs them.
+func LinuxOverlayPlan(id nodelease.Identity) OverlayPlan {
+	return func(network *netconf.Config, self netip.Prefix, publicIP netip.Addr, leases []lease.Lease) ([]route.Route, error) {
+		st, err := vxlan.Planned(vxlan.Node{Backend: network.Backend, Subnet: self, PublicIP: publicIP, Underlay: id.Iface}, leases)
+		return st.Routes, err
+	}
+}
+
 // LinuxOverlay is the Overlay of the kernel, for the node's identity.
 func LinuxOverlay(id nodelease.Identity) Overlay {
 	return func(network *netconf.Config, own *lease.Lease, leases []lease.Lease, prune bool) ([]route.Route, error) {

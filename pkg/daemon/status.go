@@ -37,7 +37,10 @@ type StatusDeps struct {
 	Readyz func(ctx context.Context) (ready bool, detail string, err error)
 	// Bridge reads the node's bridge; nil skips the check.
 	Bridge func() (Bridge, error)
-	Now    time.Time
+	// Overlay gives the routes a vxlan network wants; nil leaves them
+	// unchecked.
+	Overlay func(nodelease.Identity) OverlayPlan
+	Now     time.Time
 }
 
 // Bridge is what `weft status` sees of the node's bridge.
@@ -117,10 +120,11 @@ func Status(ctx context.Context, cfg *Config, deps StatusDeps) *Report {
 	} else {
 		r.add(true, "node", "public ip %s on %s", id.PublicIP, id.Iface)
 	}
-	network, own, leases := statusLease(ctx, r, cfg, deps, id, file)
-	if network.IsValid() {
+	nc, own, leases := statusLease(ctx, r, cfg, deps, id, file)
+	if network := nc.Network; network.IsValid() {
 		self := ownSubnet(own, file)
-		statusRoutes(r, deps.Routes, network, self, leases, id.PublicIP)
+		want := wantedRoutes(r, cfg, deps, nc, self, id, leases)
+		statusRoutes(r, deps.Routes, network, self, want)
 		statusRules(r, deps.IPT, network, cfg.IPMasq)
 	} else {
 		r.add(false, "routes", "not checked: cluster network unknown (no etcd and no subnet file)")
@@ -139,13 +143,13 @@ func Status(ctx context.Context, cfg *Config, deps StatusDeps) *Report {
 	return r
 }
 
-// statusLease checks the lease in etcd. It returns the cluster network (from
-// etcd, else the subnet file), the node's lease and every lease, the last
-// two nil when etcd cannot be read.
-func statusLease(ctx context.Context, r *Report, cfg *Config, deps StatusDeps, id nodelease.Identity, file *subnetfile.File) (netip.Prefix, *lease.Lease, []lease.Lease) {
-	var network netip.Prefix
+// statusLease checks the lease in etcd. It returns the network config (from
+// etcd, else only the network of the subnet file), the node's lease and
+// every lease, the last two nil when etcd cannot be read.
+func statusLease(ctx context.Context, r *Report, cfg *Config, deps StatusDeps, id nodelease.Identity, file *subnetfile.File) (*netconf.Config, *lease.Lease, []lease.Lease) {
+	network := &netconf.Config{}
 	if file != nil {
-		network = file.Network
+		network.Network = file.Network
 	}
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
@@ -154,7 +158,7 @@ func statusLease(ctx context.Context, r *Report, cfg *Config, deps StatusDeps, i
 		r.add(false, "etcd", "reading the network config: %v", err)
 		return network, nil, nil
 	}
-	network = nc.Network
+	network = nc
 	leases, _, err := deps.Store.List(ctx)
 	if err != nil {
 		r.add(false, "etcd", "listing leases: %v", err)
@@ -202,9 +206,44 @@ func ownSubnet(own *lease.Lease, file *subnetfile.File) netip.Prefix {
 	return netip.Prefix{}
 }
 
+// wanted is what the node's routes should be, when known (not when etcd or
+// the overlay could not be read: reported already).
+type wanted struct {
+	known  bool
+	routes []route.Route
+	peers  int
+	hostGW bool // routes via peers' PublicIPs, which must be on-link
+}
+
+// wantedRoutes derives the routes the daemon would program from the leases:
+// peers admitted by --public-ip-cidr, host-gw routes, or the vxlan device's
+// for a vxlan network.
+func wantedRoutes(r *Report, cfg *Config, deps StatusDeps, nc *netconf.Config, self netip.Prefix, id nodelease.Identity, leases []lease.Lease) wanted {
+	if leases == nil {
+		return wanted{}
+	}
+	admitted := slices.DeleteFunc(slices.Clone(leases), func(l lease.Lease) bool {
+		return l.Subnet == self || l.Attrs.PublicIP == id.PublicIP || !l.PublicIPIn(cfg.PublicIPCIDR)
+	})
+	peers := nodelease.Peers(admitted, self)
+	if nc.Backend.Type != netconf.BackendVXLAN {
+		return wanted{known: true, routes: route.HostGW(peers, self), peers: len(peers), hostGW: true}
+	}
+	if deps.Overlay == nil {
+		r.add(true, "routes", "vxlan routes not checked")
+		return wanted{}
+	}
+	routes, err := deps.Overlay(id)(nc, self, id.PublicIP, admitted)
+	if err != nil {
+		r.add(false, "vxlan", "%v", err)
+		return wanted{}
+	}
+	return wanted{known: true, routes: routes, peers: len(peers)}
+}
+
 // statusRoutes lists each peer with its route, and routes no lease explains.
-// Without leases (etcd unreadable) it only lists the routes present.
-func statusRoutes(r *Report, p route.Programmer, network, self netip.Prefix, leases []lease.Lease, publicIP netip.Addr) {
+// When the wanted routes are unknown it only lists the routes present.
+func statusRoutes(r *Report, p route.Programmer, network, self netip.Prefix, want wanted) {
 	listed, err := p.List(network)
 	if err != nil {
 		r.add(false, "routes", "listing routes in %s: %v", network, err)
@@ -213,27 +252,24 @@ func statusRoutes(r *Report, p route.Programmer, network, self netip.Prefix, lea
 	actual := slices.DeleteFunc(listed, func(rt route.Route) bool {
 		return rt.Dst.Masked() == self || rt.Dst.Bits() <= network.Bits()
 	})
-	if leases == nil {
+	if !want.known {
 		for _, rt := range actual {
-			r.add(true, "route", "%s (peers not checked: etcd unreadable)", rt)
+			r.add(true, "route", "%s (peers not checked)", rt)
 		}
 		return
 	}
-	var peers []route.Peer
-	for _, p := range nodelease.Peers(leases, self) {
-		if p.PublicIP != publicIP {
-			peers = append(peers, p)
+	upsert, remove := route.Diff(want.routes, actual)
+	r.add(true, "peers", "%d", want.peers)
+	for _, w := range want.routes {
+		if !slices.ContainsFunc(upsert, func(u route.Route) bool { return u.Dst == w.Dst }) {
+			r.add(true, "peer", "%s: route present", w)
+			continue
 		}
-	}
-	desired := route.HostGW(peers, self)
-	upsert, remove := route.Diff(desired, actual)
-	r.add(true, "peers", "%d", len(peers))
-	for _, want := range desired {
-		if slices.ContainsFunc(upsert, func(u route.Route) bool { return u.Dst == want.Dst }) {
-			r.add(false, "peer", "%s: route missing or wrong (%s)%s", want, describe(actual, want.Dst), reachHint(p, want.Gateway))
-		} else {
-			r.add(true, "peer", "%s: route present", want)
+		hint := ""
+		if want.hostGW {
+			hint = reachHint(p, w.Gateway)
 		}
+		r.add(false, "peer", "%s: route missing or wrong (%s)%s", w, describe(actual, w.Dst), hint)
 	}
 	for _, stale := range remove {
 		r.add(false, "stale route", "%s: no lease holds this subnet", stale)

@@ -3,14 +3,18 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/weft-cni/weft/pkg/lease"
 	"github.com/weft-cni/weft/pkg/masq"
+	"github.com/weft-cni/weft/pkg/netconf"
 	"github.com/weft-cni/weft/pkg/nodelease"
+	"github.com/weft-cni/weft/pkg/route"
 	"github.com/weft-cni/weft/pkg/subnetfile"
 )
 
@@ -120,6 +124,12 @@ func TestStatus(t *testing.T) {
 		{name: "etcd down: file, routes and rules still checked",
 			harm:  func(r *statusRig) { r.store.setDown(true) },
 			wants: []string{"FAIL  etcd", "ok    subnet file", "172.7.22.0/24 via 10.4.7.22 (peers not checked", "iptables rules in place"}},
+		{name: "peer outside --public-ip-cidr is not expected", ok: true,
+			harm: func(r *statusRig) {
+				r.cfg.PublicIPCIDR = pfx("10.4.7.0/24")
+				r.store.put(pfx("172.7.50.0/24"), "192.168.9.9", 3)
+			},
+			wants: []string{"ok    peers", "1", "status: ok"}},
 		{name: "daemon not ready",
 			harm: func(r *statusRig) {
 				r.deps.Readyz = func(context.Context) (bool, string, error) { return false, "503 not ready: no subnet lease yet", nil }
@@ -155,6 +165,60 @@ func TestStatusReservation(t *testing.T) {
 	rep, out := r.report(t)
 	if !rep.OK() || !strings.Contains(out, "permanent reservation") {
 		t.Errorf("reservation report:\n%s", out)
+	}
+}
+
+// TestStatusVXLAN: on a vxlan network the routes expected are the vxlan
+// device's, as the overlay plans them, not host-gw routes via PublicIPs.
+func TestStatusVXLAN(t *testing.T) {
+	viaDevice := route.Route{Dst: pfx("172.7.22.0/24"), Gateway: ip("172.7.22.0"), LinkIndex: 9, OnLink: true}
+	for _, tt := range []struct {
+		name    string
+		overlay func(nodelease.Identity) OverlayPlan
+		kernel  []route.Route
+		ok      bool
+		wants   []string
+	}{
+		{name: "routes through the device", ok: true, kernel: []route.Route{bridgeRoute, viaDevice},
+			wants: []string{"172.7.22.0/24 via 172.7.22.0: route present", "status: ok"}},
+		{name: "route missing", kernel: []route.Route{bridgeRoute},
+			wants: []string{"FAIL  peer", "172.7.22.0/24 via 172.7.22.0: route missing or wrong (none)"}},
+		{name: "device missing", kernel: []route.Route{bridgeRoute, viaDevice},
+			overlay: func(nodelease.Identity) OverlayPlan {
+				return func(*netconf.Config, netip.Prefix, netip.Addr, []lease.Lease) ([]route.Route, error) {
+					return nil, errors.New("vxlan device: weft.1: Link not found")
+				}
+			},
+			wants: []string{"FAIL  vxlan", "weft.1: Link not found"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newStatusRig(t)
+			vx := *r.store.network
+			vx.Backend.Type = netconf.BackendVXLAN
+			r.store.network = &vx
+			r.kernel = newFakeRoutes(tt.kernel...)
+			r.deps.Routes = r.kernel
+			r.deps.Overlay = tt.overlay
+			if r.deps.Overlay == nil {
+				r.deps.Overlay = func(nodelease.Identity) OverlayPlan {
+					return func(_ *netconf.Config, self netip.Prefix, _ netip.Addr, leases []lease.Lease) ([]route.Route, error) {
+						if self != pfx("172.7.21.0/24") || len(leases) != 1 || leases[0].Subnet != pfx("172.7.22.0/24") {
+							return nil, fmt.Errorf("overlay asked for self %v, peers %v", self, leases)
+						}
+						return []route.Route{viaDevice}, nil
+					}
+				}
+			}
+			rep, out := r.report(t)
+			if rep.OK() != tt.ok {
+				t.Errorf("OK() = %v, want %v\n%s", rep.OK(), tt.ok, out)
+			}
+			for _, want := range tt.wants {
+				if !strings.Contains(out, want) {
+					t.Errorf("report lacks %q:\n%s", want, out)
+				}
+			}
+		})
 	}
 }
 

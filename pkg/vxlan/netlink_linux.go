@@ -37,14 +37,31 @@ func Apply(n Node, leases []lease.Lease, prune bool) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("%w: %w", ErrDevice, err)
 	}
-	conn, err := Connected(link.Attrs().Index)
+	desired, err := n.desired(link.Attrs().Index, leases)
+	if err != nil {
+		return State{}, err
+	}
+	_, err = Reconcile(Netlink{LinkIndex: link.Attrs().Index}, desired, prune)
+	return desired, err
+}
+
+// Planned is the state Apply would program, read without changing
+// anything; the device must exist (an error wrapping ErrDevice if not).
+func Planned(n Node, leases []lease.Lease) (State, error) {
+	link, err := netlink.LinkByName(DeviceName(n.Backend.VNI))
+	if err != nil {
+		return State{}, fmt.Errorf("%w: %s: %w", ErrDevice, DeviceName(n.Backend.VNI), err)
+	}
+	return n.desired(link.Attrs().Index, leases)
+}
+
+func (n Node) desired(linkIndex int, leases []lease.Lease) (State, error) {
+	conn, err := Connected(linkIndex)
 	if err != nil {
 		return State{}, fmt.Errorf("%w: %w", ErrDevice, err)
 	}
-	desired := Desired(Peers(leases, n.Subnet, n.PublicIP), Options{Self: n.Subnet,
-		LinkIndex: link.Attrs().Index, DirectRouting: n.Backend.DirectRouting, Connected: conn})
-	_, err = Reconcile(Netlink{LinkIndex: link.Attrs().Index}, desired, prune)
-	return desired, err
+	return Desired(Peers(leases, n.Subnet, n.PublicIP), Options{Self: n.Subnet,
+		LinkIndex: linkIndex, DirectRouting: n.Backend.DirectRouting, Connected: conn}), nil
 }
 
 // Connected returns the prefixes of the node's IPv4 addresses on every link

@@ -96,6 +96,7 @@ func runStatus(args []string) int {
 		Store: store, Routes: route.Netlink{},
 		Identity: func() (nodelease.Identity, error) { return daemon.ResolveIdentity(cfg) },
 		Bridge:   daemon.LinuxNode{Bridge: cfg.Bridge}.Inspect,
+		Overlay:  daemon.LinuxOverlayPlan,
 		Now:      time.Now(),
 	}
 	if ipt, err := iptables.New(); err == nil {
