@@ -82,6 +82,12 @@ func Parse(data []byte) (*File, error) {
 	if !f.Network.Contains(f.Subnet.Addr()) || f.Subnet.Bits() < f.Network.Bits() {
 		return nil, fmt.Errorf("%w: FLANNEL_SUBNET %s is not inside FLANNEL_NETWORK %s", ErrInvalid, f.Subnet, f.Network)
 	}
+	// The gateway is the lease's first address, as flanneld writes it; the
+	// IPAM keeps that one address back, so any other would be handed to a
+	// pod while the bridge holds it.
+	if first := f.Subnet.Masked().Addr().Next(); f.Subnet.Addr() != first {
+		return nil, fmt.Errorf("%w: FLANNEL_SUBNET %s: the gateway must be the subnet's first address, %s/%d", ErrInvalid, f.Subnet, first, f.Subnet.Bits())
+	}
 	return f, nil
 }
 

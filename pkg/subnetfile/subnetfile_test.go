@@ -56,16 +56,18 @@ func TestParseFlannelExtras(t *testing.T) {
 
 func TestParseErrors(t *testing.T) {
 	for name, tc := range map[string]struct{ data, want string }{
-		"empty":          {"", "FLANNEL_NETWORK missing"},
-		"no subnet":      {"FLANNEL_NETWORK=172.7.0.0/16\n", "FLANNEL_SUBNET missing"},
-		"no equals":      {"FLANNEL_NETWORK\n", "no '='"},
-		"bad network":    {"FLANNEL_NETWORK=x\nFLANNEL_SUBNET=172.7.21.1/24\n", "not an IPv4 CIDR"},
-		"ipv6 subnet":    {"FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=fd00::1/64\n", "not an IPv4 CIDR"},
-		"outside":        {"FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=10.0.0.1/24\n", "not inside"},
-		"wider than net": {"FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.0.1/8\n", "not inside"},
-		"tiny subnet":    {"FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.0.1/32\n", "too small"},
-		"bad mtu":        {seed + "FLANNEL_MTU=-3\n", "not an MTU"},
-		"bad masq":       {seed + "FLANNEL_IPMASQ=maybe\n", "not a boolean"},
+		"empty":           {"", "FLANNEL_NETWORK missing"},
+		"no subnet":       {"FLANNEL_NETWORK=172.7.0.0/16\n", "FLANNEL_SUBNET missing"},
+		"no equals":       {"FLANNEL_NETWORK\n", "no '='"},
+		"bad network":     {"FLANNEL_NETWORK=x\nFLANNEL_SUBNET=172.7.21.1/24\n", "not an IPv4 CIDR"},
+		"ipv6 subnet":     {"FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=fd00::1/64\n", "not an IPv4 CIDR"},
+		"outside":         {"FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=10.0.0.1/24\n", "not inside"},
+		"wider than net":  {"FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.0.1/8\n", "not inside"},
+		"tiny subnet":     {"FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.0.1/32\n", "too small"},
+		"gateway not .1":  {"FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.21.5/24\n", "first address, 172.7.21.1/24"},
+		"network address": {"FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.21.0/24\n", "first address"},
+		"bad mtu":         {seed + "FLANNEL_MTU=-3\n", "not an MTU"},
+		"bad masq":        {seed + "FLANNEL_IPMASQ=maybe\n", "not a boolean"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.data))
