@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -232,6 +233,28 @@ func TestBridgeWithWeftIPAM(t *testing.T) {
 	n.del(t, pod)
 	if a := n.allocations(t); a != 0 {
 		t.Errorf("%d allocations after DEL", a)
+	}
+}
+
+// TestIPAMStatusChangesNothing: STATUS through the reference bridge to
+// weft-ipam, on a node with no lease yet, passes (a subnet is free) and
+// leaves no subnet file and no lease behind: STATUS is informational.
+func TestIPAMStatusChangesNothing(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	n.writeConflist(t, map[string]any{"cniVersion": "1.1.0", "name": "weft", "plugins": []any{map[string]any{
+		"type": "bridge", "bridge": "cni0", "isGateway": true,
+		"ipam": map[string]any{"type": "weft-ipam", "etcdEndpoints": []string{c.endpoint}, "iface": "eth0",
+			"subnetFile": filepath.Join(n.dir, "subnet.env"), "dataDir": filepath.Join(n.dir, "ipam")},
+	}}})
+	if out, err := n.cnitool(t, "status", c.tp.PodNS(t, "status")); err != nil {
+		t.Fatalf("STATUS on a node that can get a lease: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(n.dir, "subnet.env")); !os.IsNotExist(err) {
+		t.Errorf("STATUS wrote the subnet file (stat: %v)", err)
+	}
+	if leases := c.leases(t); len(leases) != 0 {
+		t.Errorf("STATUS left leases in etcd: %v", leases)
 	}
 }
 

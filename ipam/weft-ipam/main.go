@@ -18,6 +18,7 @@ import (
 	"github.com/weft-cni/weft/pkg/cnierr"
 	"github.com/weft-cni/weft/pkg/ipam"
 	"github.com/weft-cni/weft/pkg/ipamcni"
+	"github.com/weft-cni/weft/pkg/nodelease"
 	"github.com/weft-cni/weft/pkg/podnet"
 )
 
@@ -111,9 +112,11 @@ func cmdGC(args *skel.CmdArgs) error {
 	})
 }
 
+// cmdStatus fails with code 50 when the node has no usable lease and cannot
+// get one; it acquires nothing (STATUS is informational).
 func cmdStatus(args *skel.CmdArgs) error {
 	return run(args, func(c *call) error {
-		if _, err := c.cfg.Subnet(c.ctx, log); err != nil {
+		if err := nodelease.Usable(c.ctx, &c.cfg.Config); err != nil {
 			return types.NewError(cnierr.ErrPluginNotAvailable, "no usable subnet lease", err.Error())
 		}
 		return nil

@@ -169,6 +169,16 @@ func classify(ctx context.Context, err error) error {
 	return err
 }
 
+// Usable reports, without changing anything, whether this node can start
+// pods: its subnet file is readable, or etcd is reachable with a lease for
+// it or a free subnet (the CNI STATUS check of both plugins).
+func Usable(ctx context.Context, c *Config) error {
+	if _, err := Current(c); err == nil {
+		return nil
+	}
+	return Available(ctx, c)
+}
+
 // Available reports, without changing anything, whether this node holds a
 // lease in etcd or could acquire one.
 func Available(ctx context.Context, c *Config) error {

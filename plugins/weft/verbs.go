@@ -92,12 +92,9 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if _, err := nodelease.Current(&conf.Config); err == nil {
-		return nil
-	}
 	ctx, cancel := callContext()
 	defer cancel()
-	if err := nodelease.Available(ctx, &conf.Config); err != nil {
+	if err := nodelease.Usable(ctx, &conf.Config); err != nil {
 		return types.NewError(cnierr.ErrPluginNotAvailable, "no usable subnet lease", err.Error())
 	}
 	return nil
