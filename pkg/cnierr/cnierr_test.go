@@ -1,6 +1,7 @@
 package cnierr
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -24,6 +25,7 @@ func TestClassify(t *testing.T) {
 	}{
 		{"plain", errors.New("boom"), types.ErrInternal, []string{"boom"}},
 		{"etcd away", fmt.Errorf("sync: %w", nodelease.ErrUnavailable), types.ErrTryAgainLater, []string{"sync"}},
+		{"lock wait timed out", fmt.Errorf("locking /var/lib/cni/weft: %w", context.DeadlineExceeded), types.ErrTryAgainLater, []string{"locking"}},
 		{"node netns", fmt.Errorf("%w: /proc/1/ns/net", podnet.ErrNotPodNS), types.ErrInvalidEnvironmentVariables, []string{"/proc/1/ns/net"}},
 		{"cni error as is", ipamDel, types.ErrTryAgainLater, []string{"ipam DEL failed", "store locked"}},
 		{"wrapped cni error", fmt.Errorf("releasing 172.7.21.5: %w", ipamDel), types.ErrTryAgainLater, []string{"releasing 172.7.21.5", "ipam DEL failed"}},
