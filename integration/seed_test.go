@@ -87,7 +87,7 @@ func (s *seedScenario) leasesInFlannelShape(t *testing.T) {
 // routesPointAtOtherNode checks each node's host-gw route to the other
 // node's subnet.
 func (s *seedScenario) routesPointAtOtherNode(t *testing.T) {
-	for n, want := range map[*node]string{s.n21: s.s22.String() + " via 10.4.7.22 dev eth0", s.n22: s.s21.String() + " via 10.4.7.21 dev eth0"} {
+	for n, want := range map[*node]string{s.n21: s.s22.String() + " via 10.4.7.22 dev eth0 proto 211", s.n22: s.s21.String() + " via 10.4.7.21 dev eth0 proto 211"} {
 		if routes := Routes(t, n.Host); !strings.Contains(routes, want) {
 			t.Errorf("%s routes lack %q:\n%s", n, want, routes)
 		}

@@ -157,7 +157,7 @@ func TestVXLAN(t *testing.T) {
 					continue
 				}
 				gw, mac := p.subnet(t).Addr(), p.vtepMAC(t)
-				if want := fmt.Sprintf("%s via %s dev weft.1 onlink", p.subnet(t), gw); !strings.Contains(routes, want) {
+				if want := fmt.Sprintf("%s via %s dev weft.1 proto 211 onlink", p.subnet(t), gw); !strings.Contains(routes, want) {
 					t.Errorf("%s lacks route %q:\n%s", n.Name, want, routes)
 				}
 				if want := fmt.Sprintf("%s lladdr %s PERMANENT", gw, mac); !strings.Contains(neigh, want) {
@@ -206,7 +206,7 @@ func TestVXLANDirectRouting(t *testing.T) {
 	s22, s31 := n22.subnet(t), n31.subnet(t)
 	n21.waitRoute(t, s22, n22.IP(), true)
 	onlink := func(n, p *node) string {
-		return fmt.Sprintf("%s via %s dev weft.1 onlink", p.subnet(t), p.subnet(t).Addr())
+		return fmt.Sprintf("%s via %s dev weft.1 proto 211 onlink", p.subnet(t), p.subnet(t).Addr())
 	}
 	waitLine := func(n *node, line string, want bool, args ...string) {
 		t.Helper()

@@ -10,14 +10,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Protocol marks the routes weft programs (rtm_protocol; `ip route` shows
+// "proto 211"). List sees only these, so pruning never touches a route of
+// other software inside the cluster network; Replace takes over a route of
+// another protocol to the same destination (one a version before this one
+// left unmarked, say).
+const Protocol netlink.RouteProtocol = 211
+
 // Netlink programs routes in the main table of the calling thread's network
 // namespace.
 type Netlink struct{}
 
 var _ Programmer = Netlink{}
 
-// List returns the main-table unicast routes of network's IP family whose
-// destination lies inside network (network itself included).
+// List returns weft's main-table unicast routes (Protocol) of network's IP
+// family whose destination lies inside network (network itself included).
 func (Netlink) List(network netip.Prefix) ([]Route, error) {
 	network = network.Masked()
 	nlRoutes, err := listMain(family(network.Addr()))
@@ -26,7 +33,7 @@ func (Netlink) List(network netip.Prefix) ([]Route, error) {
 	}
 	var routes []Route
 	for _, nr := range nlRoutes {
-		if nr.Type != unix.RTN_UNICAST || nr.Dst == nil {
+		if nr.Type != unix.RTN_UNICAST || nr.Dst == nil || nr.Protocol != Protocol {
 			continue
 		}
 		dst, ok := prefixOf(nr.Dst)
@@ -95,6 +102,7 @@ func toNetlink(r Route) *netlink.Route {
 		LinkIndex: r.LinkIndex,
 		Table:     unix.RT_TABLE_MAIN,
 		Scope:     netlink.SCOPE_UNIVERSE,
+		Protocol:  Protocol,
 	}
 	if r.Gateway.IsValid() {
 		nr.Gw = r.Gateway.AsSlice()

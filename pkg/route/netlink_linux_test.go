@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // newNS creates a network namespace that is removed when the test ends.
@@ -72,7 +74,20 @@ func TestNetlinkReconcile(t *testing.T) {
 		if _, err := addLink("bridge0", "172.7.21.1/24"); err != nil {
 			return err
 		}
-		selfRoute := Route{Dst: self}
+		// The bridge's connected route and routes of other software inside
+		// the cluster network are not weft's: List leaves them out and
+		// pruning leaves them alone. A route of another protocol to a
+		// peer's subnet (left by a weft that did not mark its routes) is
+		// taken over.
+		foreign := toNetlink(via("172.7.50.0/24", "10.4.7.50"))
+		foreign.Protocol = unix.RTPROT_STATIC
+		unmarked := toNetlink(peer22)
+		unmarked.Protocol = unix.RTPROT_BOOT
+		for _, r := range []*netlink.Route{foreign, unmarked} {
+			if err := netlink.RouteAdd(r); err != nil {
+				return err
+			}
+		}
 		// A route outside the cluster network that List must not return.
 		if err := (Netlink{}).Replace(via("10.50.0.0/16", "10.4.7.1")); err != nil {
 			return err
@@ -82,7 +97,7 @@ func TestNetlinkReconcile(t *testing.T) {
 		if err != nil || res != (Result{Upserted: 2}) {
 			return fmt.Errorf("first Reconcile = %+v, %v", res, err)
 		}
-		if err := expectRoutes("added", selfRoute, peer22, peer23); err != nil {
+		if err := expectRoutes("added", peer22, peer23); err != nil {
 			return err
 		}
 		if res, err := Reconcile(Netlink{}, network, self, []Route{peer22, peer23}, true); err != nil || res != (Result{}) {
@@ -98,15 +113,21 @@ func TestNetlinkReconcile(t *testing.T) {
 		if err != nil || res != (Result{Upserted: 1}) {
 			return fmt.Errorf("Reconcile after move = %+v, %v", res, err)
 		}
-		if err := expectRoutes("replaced, stale kept", selfRoute, moved22, peer23, stale40); err != nil {
+		if err := expectRoutes("replaced, stale kept", moved22, peer23, stale40); err != nil {
 			return err
 		}
 		res, err = Reconcile(Netlink{}, network, self, []Route{moved22, peer23}, true)
 		if err != nil || res != (Result{Removed: 1}) {
 			return fmt.Errorf("pruning Reconcile = %+v, %v", res, err)
 		}
-		if err := expectRoutes("pruned", selfRoute, moved22, peer23); err != nil {
+		if err := expectRoutes("pruned", moved22, peer23); err != nil {
 			return err
+		}
+		if err := kernelHas(pfx("172.7.50.0/24"), unix.RTPROT_STATIC); err != nil {
+			return fmt.Errorf("after pruning: %w", err)
+		}
+		if err := kernelHas(self, unix.RTPROT_KERNEL); err != nil {
+			return fmt.Errorf("after pruning: %w", err)
 		}
 		return checkUnreachable()
 	})
@@ -114,6 +135,25 @@ func TestNetlinkReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertAbsentFromRoot(t)
+}
+
+// kernelHas checks that the main table holds exactly one route to dst, of
+// protocol proto.
+func kernelHas(dst netip.Prefix, proto netlink.RouteProtocol) error {
+	routes, err := listMain(netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	var found []netlink.Route
+	for _, r := range routes {
+		if d, ok := prefixOf(r.Dst); r.Dst != nil && ok && d == dst {
+			found = append(found, r)
+		}
+	}
+	if len(found) != 1 || found[0].Protocol != proto {
+		return fmt.Errorf("routes to %s: %v, want one of protocol %d", dst, found, proto)
+	}
+	return nil
 }
 
 // checkUnreachable: a peer off the segment fails with a clear error, and the
@@ -131,7 +171,7 @@ func checkUnreachable() error {
 	if res != (Result{Upserted: 1}) {
 		return fmt.Errorf("Reconcile with an unreachable gateway = %+v", res)
 	}
-	if err := expectRoutes("unreachable", Route{Dst: self}, moved22, peer23, peer25); err != nil {
+	if err := expectRoutes("unreachable", moved22, peer23, peer25); err != nil {
 		return err
 	}
 	// Deleting what is gone is no error.
