@@ -67,6 +67,21 @@ func (r *statusRig) report(t *testing.T) (*Report, string) {
 	return rep, b.String()
 }
 
+// expect runs the report and checks its verdict and that it says each of
+// wants.
+func (r *statusRig) expect(t *testing.T, ok bool, wants ...string) {
+	t.Helper()
+	rep, out := r.report(t)
+	if rep.OK() != ok {
+		t.Errorf("OK() = %v, want %v\n%s", rep.OK(), ok, out)
+	}
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 func TestStatus(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -145,15 +160,7 @@ func TestStatus(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newStatusRig(t)
 			tt.harm(r)
-			rep, out := r.report(t)
-			if rep.OK() != tt.ok {
-				t.Errorf("OK() = %v, want %v\n%s", rep.OK(), tt.ok, out)
-			}
-			for _, want := range tt.wants {
-				if !strings.Contains(out, want) {
-					t.Errorf("report lacks %q:\n%s", want, out)
-				}
-			}
+			r.expect(t, tt.ok, tt.wants...)
 		})
 	}
 }
@@ -209,15 +216,7 @@ func TestStatusVXLAN(t *testing.T) {
 					}
 				}
 			}
-			rep, out := r.report(t)
-			if rep.OK() != tt.ok {
-				t.Errorf("OK() = %v, want %v\n%s", rep.OK(), tt.ok, out)
-			}
-			for _, want := range tt.wants {
-				if !strings.Contains(out, want) {
-					t.Errorf("report lacks %q:\n%s", want, out)
-				}
-			}
+			r.expect(t, tt.ok, tt.wants...)
 		})
 	}
 }
