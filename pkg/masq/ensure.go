@@ -20,9 +20,10 @@ func (rep *Report) add(format string, args ...any) {
 
 // Ensure checks weft's chains and jumps and repairs whatever differs: each
 // chain exists and holds exactly the desired rules in order, and each jump is
-// present once in its builtin chain, first where the chain says so. Changes are ordered so that
-// the desired rule is always in place before a wrong one is removed; there is
-// no moment where pod traffic is matched by nothing of ours.
+// present once in its builtin chain, first where the chain says so. Changes
+// are ordered so that the desired rule is always in place before a wrong one
+// is removed; there is no moment where pod traffic is matched by nothing of
+// ours.
 //
 // Ensure re-reads a chain before every change, so a concurrent writer (another
 // pod ADD, docker) costs extra steps rather than a wrong deletion. The window
