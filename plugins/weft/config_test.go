@@ -1,9 +1,13 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containernetworking/cni/libcni"
 )
 
 func TestLoadConfDefaults(t *testing.T) {
@@ -42,4 +46,58 @@ func FuzzLoadConf(f *testing.F) {
 			t.Fatalf("accepted an unsafe config: %+v", conf)
 		}
 	})
+}
+
+// TestExampleConflists: the conflists operators copy from conf/ (the file
+// `make install` installs, and the one the DaemonSet's init container
+// writes, with the node's address in place of __HOST_IP__) load as the
+// plugin reads them.
+func TestExampleConflists(t *testing.T) {
+	file, err := os.ReadFile("../../conf/10-weft.conflist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	yaml, err := os.ReadFile("../../conf/weft-daemonset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(yaml), "10-weft.conflist: |\n")
+	if !ok {
+		t.Fatal("the DaemonSet holds no 10-weft.conflist")
+	}
+	var embedded strings.Builder
+	for line := range strings.Lines(block) {
+		if !strings.HasPrefix(line, "    ") {
+			break
+		}
+		embedded.WriteString(strings.TrimPrefix(line, "    "))
+	}
+	for name, data := range map[string]string{
+		"conf/10-weft.conflist":    string(file),
+		"conf/weft-daemonset.yaml": strings.ReplaceAll(embedded.String(), "__HOST_IP__", "10.4.7.21"),
+	} {
+		list, err := libcni.ConfListFromBytes([]byte(data))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		weft := 0
+		for _, p := range list.Plugins {
+			if p.Network.Type != "weft" {
+				continue
+			}
+			weft++
+			var m map[string]any
+			if err := json.Unmarshal(p.Bytes, &m); err != nil {
+				t.Fatal(err)
+			}
+			m["name"], m["cniVersion"] = list.Name, list.CNIVersion
+			stdin, _ := json.Marshal(m)
+			if _, err := loadConf(stdin); err != nil {
+				t.Errorf("%s: the weft plugin's config does not load: %v", name, err)
+			}
+		}
+		if weft != 1 {
+			t.Errorf("%s: %d weft plugins, want 1", name, weft)
+		}
+	}
 }
