@@ -82,11 +82,9 @@ type OverlayPlan func(network *netconf.Config, self netip.Prefix, publicIP netip
 
 // LinuxOverlayPlan is the OverlayPlan of the kernel: the vxlan device's
 // routes as the daemon programs them.
-func LinuxOverlayPlan(id nodelease.Identity) OverlayPlan {
-	return func(network *netconf.Config, self netip.Prefix, publicIP netip.Addr, leases []lease.Lease) ([]route.Route, error) {
-		st, err := vxlan.Planned(vxlan.Node{Backend: network.Backend, Subnet: self, PublicIP: publicIP, Underlay: id.Iface}, leases)
-		return st.Routes, err
-	}
+func LinuxOverlayPlan(network *netconf.Config, self netip.Prefix, publicIP netip.Addr, leases []lease.Lease) ([]route.Route, error) {
+	st, err := vxlan.Planned(vxlan.Node{Backend: network.Backend, Subnet: self, PublicIP: publicIP}, leases)
+	return st.Routes, err
 }
 
 // LinuxOverlay is the Overlay of the kernel, for the node's identity.

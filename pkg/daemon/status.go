@@ -39,7 +39,7 @@ type StatusDeps struct {
 	Bridge func() (Bridge, error)
 	// Overlay gives the routes a vxlan network wants; nil leaves them
 	// unchecked.
-	Overlay func(nodelease.Identity) OverlayPlan
+	Overlay OverlayPlan
 	Now     time.Time
 }
 
@@ -233,7 +233,7 @@ func wantedRoutes(r *Report, cfg *Config, deps StatusDeps, nc *netconf.Config, s
 		r.add(true, "routes", "vxlan routes not checked")
 		return wanted{}
 	}
-	routes, err := deps.Overlay(id)(nc, self, id.PublicIP, admitted)
+	routes, err := deps.Overlay(nc, self, id.PublicIP, admitted)
 	if err != nil {
 		r.add(false, "vxlan", "%v", err)
 		return wanted{}

@@ -181,7 +181,7 @@ func TestStatusVXLAN(t *testing.T) {
 	viaDevice := route.Route{Dst: pfx("172.7.22.0/24"), Gateway: ip("172.7.22.0"), LinkIndex: 9, OnLink: true}
 	for _, tt := range []struct {
 		name    string
-		overlay func(nodelease.Identity) OverlayPlan
+		overlay OverlayPlan
 		kernel  []route.Route
 		ok      bool
 		wants   []string
@@ -191,10 +191,8 @@ func TestStatusVXLAN(t *testing.T) {
 		{name: "route missing", kernel: []route.Route{bridgeRoute},
 			wants: []string{"FAIL  peer", "172.7.22.0/24 via 172.7.22.0: route missing or wrong (none)"}},
 		{name: "device missing", kernel: []route.Route{bridgeRoute, viaDevice},
-			overlay: func(nodelease.Identity) OverlayPlan {
-				return func(*netconf.Config, netip.Prefix, netip.Addr, []lease.Lease) ([]route.Route, error) {
-					return nil, errors.New("vxlan device: weft.1: Link not found")
-				}
+			overlay: func(*netconf.Config, netip.Prefix, netip.Addr, []lease.Lease) ([]route.Route, error) {
+				return nil, errors.New("vxlan device: weft.1: Link not found")
 			},
 			wants: []string{"FAIL  vxlan", "weft.1: Link not found"}},
 	} {
@@ -207,13 +205,11 @@ func TestStatusVXLAN(t *testing.T) {
 			r.deps.Routes = r.kernel
 			r.deps.Overlay = tt.overlay
 			if r.deps.Overlay == nil {
-				r.deps.Overlay = func(nodelease.Identity) OverlayPlan {
-					return func(_ *netconf.Config, self netip.Prefix, _ netip.Addr, leases []lease.Lease) ([]route.Route, error) {
-						if self != pfx("172.7.21.0/24") || len(leases) != 1 || leases[0].Subnet != pfx("172.7.22.0/24") {
-							return nil, fmt.Errorf("overlay asked for self %v, peers %v", self, leases)
-						}
-						return []route.Route{viaDevice}, nil
+				r.deps.Overlay = func(_ *netconf.Config, self netip.Prefix, _ netip.Addr, leases []lease.Lease) ([]route.Route, error) {
+					if self != pfx("172.7.21.0/24") || len(leases) != 1 || leases[0].Subnet != pfx("172.7.22.0/24") {
+						return nil, fmt.Errorf("overlay asked for self %v, peers %v", self, leases)
 					}
+					return []route.Route{viaDevice}, nil
 				}
 			}
 			r.expect(t, tt.ok, tt.wants...)

@@ -47,6 +47,7 @@ func Apply(n Node, leases []lease.Lease, prune bool) (State, error) {
 
 // Planned is the state Apply would program, read without changing
 // anything; the device must exist (an error wrapping ErrDevice if not).
+// n.Underlay is not read.
 func Planned(n Node, leases []lease.Lease) (State, error) {
 	link, err := netlink.LinkByName(DeviceName(n.Backend.VNI))
 	if err != nil {
