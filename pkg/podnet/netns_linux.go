@@ -15,10 +15,11 @@ var ErrNotPodNS = errors.New("not a pod network namespace")
 // nsGetNSType is the NS_GET_NSTYPE ioctl (linux/nsfs.h).
 const nsGetNSType = 0xb703
 
-// OpenNS opens the pod's network namespace at path and refuses one that is
-// not a network namespace, or that is the caller's own (the node's): a pod
-// interface, address and default route must never land in the node, and
-// skel only notices after ADD has run.
+// OpenNS opens the pod's network namespace at path and refuses
+// (ErrNotPodNS) one that is not a network namespace, or that is the caller's
+// own (the node's): a pod interface, address and default route must never
+// land in the node, nor a DEL delete a node interface, and skel only notices
+// after the plugin has run.
 func OpenNS(path string) (ns.NetNS, error) {
 	podNS, err := ns.GetNS(path)
 	if err != nil {
@@ -26,7 +27,7 @@ func OpenNS(path string) (ns.NetNS, error) {
 	}
 	if err := checkNS(podNS); err != nil {
 		podNS.Close()
-		return nil, err
+		return nil, fmt.Errorf("%w: %s: %w", ErrNotPodNS, path, err)
 	}
 	return podNS, nil
 }

@@ -75,7 +75,7 @@ func Detach(netnsPath, ifName string) error {
 	if netnsPath == "" {
 		return nil
 	}
-	podNS, err := ns.GetNS(netnsPath)
+	podNS, err := OpenNS(netnsPath)
 	if err != nil {
 		var nsErr ns.NSPathNotExistErr
 		if errors.As(err, &nsErr) {
@@ -88,9 +88,6 @@ func Detach(netnsPath, ifName string) error {
 		return fmt.Errorf("opening netns %s: %w", netnsPath, err)
 	}
 	defer podNS.Close()
-	if err := checkNS(podNS); err != nil {
-		return fmt.Errorf("%w: CNI_NETNS %s: %w", ErrNotPodNS, netnsPath, err)
-	}
 	return podNS.Do(func(ns.NetNS) error {
 		if err := ip.DelLinkByName(ifName); err != nil && !errors.Is(err, ip.ErrLinkNotFound) {
 			return fmt.Errorf("deleting %s: %w", ifName, err)
