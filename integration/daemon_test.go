@@ -132,6 +132,26 @@ func TestDaemonRepairsRules(t *testing.T) {
 	})
 }
 
+// TestPluginFollowsTheDaemonsMasquerade: with ipMasq unset in the conflist,
+// the plugin's own rule repair (an ADD that finds docker's rule above weft's
+// jump) keeps the daemon's --ip-masq=false instead of putting a MASQUERADE
+// rule back that the daemon would remove again.
+func TestPluginFollowsTheDaemonsMasquerade(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n21 := c.node(t, "node21", node21Addr, nil)
+	d := n21.startDaemon(t, "--ip-masq=false")
+	n21.waitReady(t)
+	n21.stopDaemon(t, d) // only the plugin repairs from here
+	n21.Run(t, "iptables", "-t", "nat", "-I", "POSTROUTING", "1", "-s", n21.subnet(t).String(), "!", "-o", "docker0", "-j", "MASQUERADE")
+	n21.add(t, c.tp.PodNS(t, "pod"))
+	if rules := n21.natRules(t); len(rules) < 2 || !strings.Contains(rules[1], "-j WEFT-POSTRTG") {
+		t.Fatalf("the ADD did not put weft's jump back in front: %q", rules)
+	}
+	if out := n21.Run(t, "iptables", "-t", "nat", "-S", "WEFT-POSTRTG"); strings.Contains(out, "MASQUERADE") {
+		t.Fatalf("the plugin masquerades although the daemon runs with --ip-masq=false:\n%s", out)
+	}
+}
+
 // TestDaemonSurvivesOutages: etcd stopped beyond the lease TTL and the
 // daemon killed: the node keeps its subnet and pods keep working.
 func TestDaemonSurvivesOutages(t *testing.T) {

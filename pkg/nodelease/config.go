@@ -7,6 +7,7 @@ package nodelease
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 
@@ -99,8 +100,31 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Masquerade reports whether pod-to-outside traffic is masqueraded (default true).
-func (c *Config) Masquerade() bool { return c.IPMasq == nil || *c.IPMasq }
+// Masquerade reports whether pod-to-outside traffic is masqueraded: the
+// config's ipMasq when set; else the node's setting in a subnet file weft
+// wrote (the daemon's --ip-masq, or this plugin's earlier choice), so the
+// plugin and the daemon never fight over the MASQUERADE rule; else true.
+// file may be nil (no subnet file yet).
+func (c *Config) Masquerade(file *subnetfile.File) bool {
+	switch {
+	case c.IPMasq != nil:
+		return *c.IPMasq
+	case file != nil && file.Weft:
+		return file.IPMasq
+	default:
+		return true
+	}
+}
+
+// WarnMasqueradeConflict logs when the config sets ipMasq to the opposite
+// of the node's setting in a subnet file weft wrote: the daemon that wrote
+// it and the plugin would then change the MASQUERADE rule back and forth.
+func (c *Config) WarnMasqueradeConflict(log *slog.Logger, file *subnetfile.File) {
+	if c.IPMasq != nil && file != nil && file.Weft && *c.IPMasq != file.IPMasq {
+		log.Warn("ipMasq in the CNI config differs from the node's setting in the subnet file (weft daemon --ip-masq); set them alike",
+			"ipMasq", *c.IPMasq, "subnet_file", c.SubnetFile, "file_ipmasq", file.IPMasq)
+	}
+}
 
 // Etcd is the etcd client config.
 func (c *Config) Etcd() etcdclient.Config {

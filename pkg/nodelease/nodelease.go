@@ -106,7 +106,8 @@ func syncEtcd(ctx context.Context, c *Config, id Identity, prev *subnetfile.File
 	if mtu == 0 {
 		mtu = PodMTU(network, id)
 	}
-	file := subnetfile.ForLease(network.Network, own.Subnet, mtu, c.Masquerade())
+	c.WarnMasqueradeConflict(log, prev)
+	file := subnetfile.ForLease(network.Network, own.Subnet, mtu, c.Masquerade(prev))
 	if err := subnetfile.Write(c.SubnetFile, file); err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/weft-cni/weft/internal/testcerts"
 	"github.com/weft-cni/weft/pkg/etcdclient"
 	"github.com/weft-cni/weft/pkg/lease"
+	"github.com/weft-cni/weft/pkg/subnetfile"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -121,7 +122,7 @@ func TestInherit(t *testing.T) {
 	top := Config{EtcdEndpoints: []string{"http://a"}, EtcdPrefix: "/p", SubnetFile: "/run/x.env", PublicIP: "10.0.0.1", IPMasq: &masq, MTU: 1400, PublicIPCIDR: "10.0.0.0/8"}
 	c := Config{EtcdPrefix: "/own"}
 	c.Inherit(top)
-	if c.EtcdEndpoints[0] != "http://a" || c.EtcdPrefix != "/own" || c.SubnetFile != "/run/x.env" || c.Masquerade() || c.MTU != 1400 || c.PublicIP != "10.0.0.1" || c.PublicIPCIDR != "10.0.0.0/8" {
+	if c.EtcdEndpoints[0] != "http://a" || c.EtcdPrefix != "/own" || c.SubnetFile != "/run/x.env" || c.Masquerade(nil) || c.MTU != 1400 || c.PublicIP != "10.0.0.1" || c.PublicIPCIDR != "10.0.0.0/8" {
 		t.Fatalf("inherit: %+v", c)
 	}
 }
@@ -164,5 +165,54 @@ func TestSyncPublicIPCIDR(t *testing.T) {
 	}
 	if err := (&Config{PublicIPCIDR: "fd00::/64"}).Validate(); !errors.Is(err, ErrConfig) {
 		t.Errorf("IPv6 publicIPCIDR: %v, want ErrConfig", err)
+	}
+}
+
+// The masquerade setting: the config's when set, else a weft-written subnet
+// file's, else on. A file flanneld left (no WEFT_IPMASQ) is not followed.
+func TestMasquerade(t *testing.T) {
+	on, off := true, false
+	network, lease := netip.MustParsePrefix("172.7.0.0/16"), netip.MustParsePrefix("172.7.21.0/24")
+	weftOff := subnetfile.ForLease(network, lease, 1500, false)
+	flannelOff := &subnetfile.File{Network: network, Subnet: weftOff.Subnet, IPMasq: false}
+	for _, tc := range []struct {
+		name string
+		conf *bool
+		file *subnetfile.File
+		want bool
+	}{
+		{"no file, unset", nil, nil, true},
+		{"no file, off", &off, nil, false},
+		{"weft file off, unset", nil, weftOff, false},
+		{"weft file off, config on", &on, weftOff, true},
+		{"flanneld's file off, unset", nil, flannelOff, true},
+	} {
+		c := &Config{IPMasq: tc.conf}
+		if got := c.Masquerade(tc.file); got != tc.want {
+			t.Errorf("%s: Masquerade = %t, want %t", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A plugin sync with ipMasq unset keeps the setting of the subnet file the
+// daemon wrote (--ip-masq=false), rather than writing its default over it.
+func TestSyncKeepsTheDaemonsMasquerade(t *testing.T) {
+	eps := startEtcd(t)
+	c := &Config{EtcdEndpoints: eps, SubnetFile: filepath.Join(t.TempDir(), "subnet.env")}
+	id := Identity{PublicIP: netip.MustParseAddr("10.4.7.21"), MTU: 1500}
+	st, err := Sync(context.Background(), c, id, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	daemons := subnetfile.ForLease(st.File.Network, st.File.Lease(), st.File.MTU, false)
+	if err := subnetfile.Write(c.SubnetFile, daemons); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = Sync(context.Background(), c, id, quiet); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Current(c)
+	if err != nil || got.IPMasq || !got.Weft || st.File.IPMasq {
+		t.Fatalf("subnet file after the plugin's sync: %+v, %v; want the daemon's WEFT_IPMASQ=false kept", got, err)
 	}
 }

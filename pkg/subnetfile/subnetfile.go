@@ -26,7 +26,12 @@ type File struct {
 	Network netip.Prefix // FLANNEL_NETWORK, the cluster network
 	Subnet  netip.Prefix // FLANNEL_SUBNET: the node's first usable address with the subnet length, e.g. 172.7.21.1/24
 	MTU     int          // FLANNEL_MTU
-	IPMasq  bool         // FLANNEL_IPMASQ
+	IPMasq  bool         // FLANNEL_IPMASQ, or WEFT_IPMASQ when Weft
+	// Weft reports that weft wrote the file (WEFT_IPMASQ present): then
+	// IPMasq is weft's masquerade setting for the node. In a file flanneld
+	// left behind, FLANNEL_IPMASQ only says whether flanneld masqueraded (its
+	// CNI chain masqueraded per pod otherwise), so weft does not follow it.
+	Weft bool
 }
 
 // Lease is the node's leased subnet, e.g. 172.7.21.0/24.
@@ -35,18 +40,22 @@ func (f *File) Lease() netip.Prefix { return f.Subnet.Masked() }
 // Gateway is the bridge address pods route through, e.g. 172.7.21.1.
 func (f *File) Gateway() netip.Addr { return f.Subnet.Addr() }
 
-// ForLease builds a File for a leased subnet.
+// ForLease builds the File weft writes for a leased subnet.
 func ForLease(network, lease netip.Prefix, mtu int, ipMasq bool) *File {
-	return &File{Network: network, Subnet: netip.PrefixFrom(lease.Masked().Addr().Next(), lease.Bits()), MTU: mtu, IPMasq: ipMasq}
+	return &File{Network: network, Subnet: netip.PrefixFrom(lease.Masked().Addr().Next(), lease.Bits()), MTU: mtu, IPMasq: ipMasq, Weft: true}
 }
 
-// Marshal renders the file as flannel writes it.
+// Marshal renders the file as flannel writes it, plus WEFT_IPMASQ when
+// Weft (flannel's readers ignore keys they do not know).
 func (f *File) Marshal() []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\n", f.Network)
 	fmt.Fprintf(&b, "FLANNEL_SUBNET=%s\n", f.Subnet)
 	fmt.Fprintf(&b, "FLANNEL_MTU=%d\n", f.MTU)
 	fmt.Fprintf(&b, "FLANNEL_IPMASQ=%t\n", f.IPMasq)
+	if f.Weft {
+		fmt.Fprintf(&b, "WEFT_IPMASQ=%t\n", f.IPMasq)
+	}
 	return b.Bytes()
 }
 
@@ -55,6 +64,7 @@ func (f *File) Marshal() []byte {
 // ones) are ignored.
 func Parse(data []byte) (*File, error) {
 	f := &File{}
+	var weftMasq *bool
 	seen := map[string]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for line := 1; sc.Scan(); line++ {
@@ -66,13 +76,22 @@ func Parse(data []byte) (*File, error) {
 		if !ok {
 			return nil, fmt.Errorf("%w: line %d: no '='", ErrInvalid, line)
 		}
-		if err := f.set(key, value); err != nil {
+		if key == "WEFT_IPMASQ" {
+			v, err := strconv.ParseBool(value)
+			if err != nil {
+				return nil, fmt.Errorf("%w: line %d: %s %q is not a boolean", ErrInvalid, line, key, value)
+			}
+			weftMasq = &v
+		} else if err := f.set(key, value); err != nil {
 			return nil, fmt.Errorf("%w: line %d: %w", ErrInvalid, line, err)
 		}
 		seen[key] = true
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if weftMasq != nil {
+		f.IPMasq, f.Weft = *weftMasq, true
 	}
 	for _, key := range []string{"FLANNEL_NETWORK", "FLANNEL_SUBNET"} {
 		if !seen[key] {

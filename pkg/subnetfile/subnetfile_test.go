@@ -10,12 +10,12 @@ import (
 	"testing"
 )
 
-const seed = "FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.21.1/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n"
+const seed = "FLANNEL_NETWORK=172.7.0.0/16\nFLANNEL_SUBNET=172.7.21.1/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\nWEFT_IPMASQ=false\n"
 
 func TestRoundTrip(t *testing.T) {
 	f := ForLease(netip.MustParsePrefix("172.7.0.0/16"), netip.MustParsePrefix("172.7.21.0/24"), 1500, false)
 	if got := string(f.Marshal()); got != seed {
-		t.Fatalf("Marshal = %q, want flannel's %q", got, seed)
+		t.Fatalf("Marshal = %q, want flannel's keys and weft's %q", got, seed)
 	}
 	path := filepath.Join(t.TempDir(), "run", "subnet.env")
 	if err := Write(path, f); err != nil {
@@ -49,8 +49,28 @@ func TestParseFlannelExtras(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.MTU != 1450 || !f.IPMasq || f.Lease().String() != "10.244.3.0/24" {
+	if f.MTU != 1450 || !f.IPMasq || f.Weft || f.Lease().String() != "10.244.3.0/24" {
 		t.Fatalf("got %+v", f)
+	}
+}
+
+// WEFT_IPMASQ marks a file weft wrote and carries weft's setting for the
+// node, whatever FLANNEL_IPMASQ says and in whichever order.
+func TestParseWeftMasquerade(t *testing.T) {
+	for data, want := range map[string]bool{
+		"FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPMASQ=true\nWEFT_IPMASQ=false\n": false,
+		"WEFT_IPMASQ=true\nFLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPMASQ=false\n": true,
+	} {
+		f, err := Parse([]byte(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !f.Weft || f.IPMasq != want {
+			t.Errorf("%q: Weft %t IPMasq %t, want true %t", data, f.Weft, f.IPMasq, want)
+		}
+	}
+	if _, err := Parse([]byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nWEFT_IPMASQ=maybe\n")); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "WEFT_IPMASQ") {
+		t.Fatalf("bad WEFT_IPMASQ: err %v", err)
 	}
 }
 

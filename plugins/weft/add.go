@@ -206,8 +206,11 @@ func vxlanOverlay(st *nodelease.State, id nodelease.Identity, complete bool) fun
 	}
 }
 
+// rulesFor is the node's rules: masquerading as the conflist says, else as
+// the subnet file weft wrote says (nodelease.Config.Masquerade).
 func rulesFor(conf *NetConf, file *subnetfile.File) masq.Rules {
-	return masq.Rules{Network: file.Network, IPMasq: conf.Masquerade()}
+	conf.WarnMasqueradeConflict(log, file)
+	return masq.Rules{Network: file.Network, IPMasq: conf.Masquerade(file)}
 }
 
 func attachment(args *skel.CmdArgs) ipam.Attachment {

@@ -16,7 +16,7 @@ func TestLoadConfDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if conf.Bridge != "weft0" || conf.IPAM.Type != "weft-ipam" || conf.SubnetFile != "/run/weft/subnet.env" ||
-		!conf.Masquerade() || conf.peerSync() != time.Minute || conf.HairpinMode {
+		!conf.Masquerade(nil) || conf.peerSync() != time.Minute || conf.HairpinMode {
 		t.Fatalf("defaults not applied: %+v", conf)
 	}
 }
@@ -28,7 +28,7 @@ func TestLoadConfFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if conf.Bridge != "br9" || conf.MTU != 1400 || conf.Masquerade() || !conf.HairpinMode || conf.peerSync() != 0 ||
+	if conf.Bridge != "br9" || conf.MTU != 1400 || conf.Masquerade(nil) || !conf.HairpinMode || conf.peerSync() != 0 ||
 		conf.PublicIP != "10.4.7.21" || conf.Iface != "eth1" || conf.EtcdPrefix != "/x" || conf.IPAM.Type != "host-local" {
 		t.Fatalf("fields not read: %+v", conf)
 	}

@@ -121,7 +121,6 @@ weft_conflist() {
       "iface": "eth0",
       "subnetFile": "$dir/subnet.env",
       "hairpinMode": false,
-      "ipMasq": true,
       "ipam": {"type": "weft-ipam", "dataDir": "$dir/ipam"}
     }
   ]
