@@ -393,3 +393,52 @@ func TestDelRefusesTheNodesNamespace(t *testing.T) {
 		}
 	}
 }
+
+// TestDelegatedIPAM: weft with the reference host-local as its IPAM, set up
+// as host-local's own examples are (a default route, DNS from a
+// resolv.conf). weft adds no second default route beside the IPAM's (the
+// kernel would refuse it and fail every ADD) and keeps the IPAM's DNS.
+func TestDelegatedIPAM(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	n.add(t, c.tp.PodNS(t, "first")) // the node's lease, through weft-ipam
+	subnet := n.subnet(t)
+	resolv := filepath.Join(n.dir, "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 10.96.0.10\nsearch cluster.local\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.writeConflist(t, map[string]any{"cniVersion": "1.1.0", "name": "weft", "plugins": []any{map[string]any{
+		"type": "weft", "iface": "eth0", "etcdEndpoints": []string{c.endpoint},
+		"subnetFile": filepath.Join(n.dir, "subnet.env"),
+		"ipam": map[string]any{"type": "host-local", "subnet": subnet.String(), "rangeStart": subnet.Addr().Next().Next().Next().String(),
+			"routes": []any{map[string]any{"dst": "0.0.0.0/0"}}, "resolvConf": resolv, "dataDir": filepath.Join(n.dir, "host-local")},
+	}}})
+	pod := c.tp.PodNS(t, "delegated")
+	out, err := n.cnitool(t, "add", pod)
+	if err != nil {
+		t.Fatalf("ADD with host-local returning a default route: %v\n%s", err, out)
+	}
+	var res struct {
+		Routes []struct{ Dst string } `json:"routes"`
+		DNS    struct{ Nameservers []string } `json:"dns"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	defaults := 0
+	for _, r := range res.Routes {
+		if r.Dst == "0.0.0.0/0" {
+			defaults++
+		}
+	}
+	if defaults != 1 || len(res.DNS.Nameservers) != 1 || res.DNS.Nameservers[0] != "10.96.0.10" {
+		t.Errorf("result has %d default routes and DNS %v, want one and host-local's 10.96.0.10:\n%s", defaults, res.DNS.Nameservers, out)
+	}
+	if got := strings.TrimSpace(RunIn(t, pod, "ip", "route", "show", "default")); strings.Count(got, "\n") != 0 || !strings.Contains(got, "via "+subnet.Addr().Next().String()) {
+		t.Errorf("pod's default routes %q, want one via the gateway", got)
+	}
+	if err := Ping(pod, subnet.Addr().Next()); err != nil {
+		t.Errorf("pod cannot reach its gateway: %v", err)
+	}
+	n.del(t, pod)
+}

@@ -88,10 +88,12 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 			err = errors.Join(err, unwire(ctx, conf, args))
 		}
 	}()
-	result.Routes = append(result.Routes, &types.Route{
-		Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
-		GW:  file.Gateway().AsSlice(),
-	})
+	if !hasDefaultRoute(result) { // a delegated IPAM may return one already
+		result.Routes = append(result.Routes, &types.Route{
+			Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+			GW:  file.Gateway().AsSlice(),
+		})
+	}
 	mtu := conf.MTU
 	if mtu == 0 {
 		mtu = file.MTU
@@ -99,8 +101,20 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 	if err := podnet.Attach(podNS, attachment(args), ipamcni.FirstIPv4(result), bridge, mtu, conf.HairpinMode, result); err != nil {
 		return nil, err
 	}
-	result.DNS = conf.DNS
+	if !conf.DNS.IsEmpty() { // else keep what a delegated IPAM returned
+		result.DNS = conf.DNS
+	}
 	return result, nil
+}
+
+// hasDefaultRoute reports whether the result has an IPv4 default route.
+func hasDefaultRoute(result *current.Result) bool {
+	for _, r := range result.Routes {
+		if ones, bits := r.Dst.Mask.Size(); ones == 0 && bits == 32 {
+			return true
+		}
+	}
+	return false
 }
 
 // prepareNode returns the node's lease and bridge. The fast path only reads:
