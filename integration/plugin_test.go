@@ -419,7 +419,7 @@ func TestDelegatedIPAM(t *testing.T) {
 		t.Fatalf("ADD with host-local returning a default route: %v\n%s", err, out)
 	}
 	var res struct {
-		Routes []struct{ Dst string } `json:"routes"`
+		Routes []struct{ Dst string }         `json:"routes"`
 		DNS    struct{ Nameservers []string } `json:"dns"`
 	}
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
