@@ -280,6 +280,33 @@ func TestGC(t *testing.T) {
 	}
 }
 
+// TestGCKeepsWiredAddresses: a GC that lists no attachment (what `cnitool
+// gc` sends, or a runtime with a stale list) frees only the addresses whose
+// pod interface is gone. One still wired stays held, so no new pod is given
+// a live pod's address.
+func TestGCKeepsWiredAddresses(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	conf := n.netconf(t, 0, nil)
+	live, lost := c.tp.PodNS(t, "live"), c.tp.PodNS(t, "lost")
+	for id, pod := range map[string]string{"live": live, "lost": lost} {
+		if out, err := n.call(t, "ADD", id, pod, conf); err != nil {
+			t.Fatalf("ADD %s: %v %s", id, err, out)
+		}
+	}
+	RunIn(t, lost, "ip", "link", "del", "eth0") // the runtime lost this pod
+	if err := n.gc(t, conf, nil); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	store := n.store(t)
+	if _, ok := store["live"]; !ok || len(store) != 1 {
+		t.Fatalf("after GC the store holds %v, want only the pod whose interface exists", store)
+	}
+	if err := Ping(live, n.subnet(t).Addr().Next()); err != nil {
+		t.Errorf("the live pod lost its network: %v", err)
+	}
+}
+
 // TestSpecVersions: results come back in the version the runtime asked for.
 func TestSpecVersions(t *testing.T) {
 	c := newCluster(t, seedNetwork)

@@ -104,7 +104,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 
 func cmdGC(args *skel.CmdArgs) error {
 	return run(args, func(c *call) error {
-		freed, err := c.cfg.GC(c.ctx, c.conf.ValidAttachments)
+		freed, _, err := c.cfg.GC(c.ctx, c.conf.ValidAttachments) // no Live: weft-ipam alone cannot see the pods
 		if len(freed) > 0 {
 			log.Info("gc released addresses", "network", c.cfg.Network, "count", len(freed))
 		}

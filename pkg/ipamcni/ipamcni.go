@@ -94,18 +94,37 @@ func (c *Config) Check(ctx context.Context, a ipam.Attachment, want netip.Addr) 
 	})
 }
 
-// GC releases every allocation not in valid.
-func (c *Config) GC(ctx context.Context, valid []types.GCAttachment) ([]netip.Addr, error) {
+// GC releases every allocation not in valid. With Live set, an allocation
+// whose pod interface still exists is kept as well and returned in wired:
+// as with DEL, an address is free only once no interface holds it, so a
+// runtime's short list (or `cnitool gc`, which lists nothing) never lets a
+// live pod's address go to a new one.
+func (c *Config) GC(ctx context.Context, valid []types.GCAttachment) (freed []netip.Addr, wired []ipam.Attachment, err error) {
 	keep := make([]ipam.Attachment, 0, len(valid))
 	for _, v := range valid {
 		keep = append(keep, ipam.Attachment{ContainerID: v.ContainerID, IfName: v.IfName})
 	}
-	var freed []netip.Addr
-	err := c.withPool(netip.Prefix{}, func(p *ipam.Pool) (err error) {
+	if c.Live != nil {
+		live, err := c.Live()
+		if err != nil {
+			return nil, nil, fmt.Errorf("garbage collecting addresses: finding pods' interfaces: %w", err)
+		}
+		listed := make(map[ipam.Attachment]bool, len(keep))
+		for _, a := range keep {
+			listed[a] = true
+		}
+		for a := range live {
+			if !listed[a] {
+				wired = append(wired, a)
+				keep = append(keep, a)
+			}
+		}
+	}
+	err = c.withPool(netip.Prefix{}, func(p *ipam.Pool) (err error) {
 		freed, err = p.GC(ctx, keep)
 		return err
 	})
-	return freed, err
+	return freed, wired, err
 }
 
 func prefixNet(p netip.Prefix) net.IPNet {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -235,9 +234,6 @@ func attachment(args *skel.CmdArgs) ipam.Attachment {
 // delegating to the configured IPAM plugin.
 func allocate(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnetfile.File) (*current.Result, error) {
 	if cfg := conf.ipamConf; cfg != nil {
-		// A store wiped while pods run learns their addresses from their
-		// veths' marks before it hands any out.
-		cfg.Live = func() (map[ipam.Attachment]netip.Addr, error) { return podnet.Live(conf.Bridge) }
 		return cfg.Add(ctx, file, attachment(args))
 	}
 	res, err := invoke.DelegateAdd(ctx, conf.IPAM.Type, args.StdinData, nil)

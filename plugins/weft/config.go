@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/weft-cni/weft/pkg/ipam"
 	"github.com/weft-cni/weft/pkg/ipamcni"
 	"github.com/weft-cni/weft/pkg/nodelease"
+	"github.com/weft-cni/weft/pkg/podnet"
 )
 
 // ipamType is the in-process IPAM: no second process on the ADD path.
@@ -60,6 +62,9 @@ func loadConf(stdin []byte) (*NetConf, error) {
 		if err != nil {
 			return nil, cnierr.Classify(err)
 		}
+		// A store wiped while pods run learns their addresses from their
+		// veths' marks before it hands any out, and GC keeps those.
+		ipamConf.Live = func() (map[ipam.Attachment]netip.Addr, error) { return podnet.Live(conf.Bridge) }
 		conf.ipamConf = ipamConf
 	}
 	return conf, nil

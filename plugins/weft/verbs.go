@@ -67,7 +67,8 @@ func prevResult(conf *NetConf) (*current.Result, error) {
 	return prev, err
 }
 
-// cmdGC releases every allocation not in cni.dev/valid-attachments.
+// cmdGC releases every allocation not in cni.dev/valid-attachments whose
+// interface is gone.
 func cmdGC(args *skel.CmdArgs) error {
 	conf, err := loadConf(args.StdinData)
 	if err != nil {
@@ -78,9 +79,13 @@ func cmdGC(args *skel.CmdArgs) error {
 	if conf.ipamConf == nil {
 		return cnierr.Classify(invoke.DelegateGC(ctx, conf.IPAM.Type, args.StdinData, nil))
 	}
-	freed, err := conf.ipamConf.GC(ctx, conf.ValidAttachments)
+	freed, wired, err := conf.ipamConf.GC(ctx, conf.ValidAttachments)
 	if len(freed) > 0 {
 		log.Info("gc released addresses", "network", conf.Name, "count", len(freed))
+	}
+	for _, a := range wired {
+		log.Warn("gc kept the address of an attachment the runtime did not list: its interface still exists; DEL it to free the address",
+			"network", conf.Name, "container_id", a.ContainerID, "ifname", a.IfName)
 	}
 	return cnierr.Classify(err)
 }
