@@ -46,13 +46,18 @@ type Config struct {
 }
 
 // rawConfig mirrors the JSON document; fields are strings so that errors can
-// name the offending value.
+// name the offending value. EnableIPv4 and EnableIPv6 are flannel's address
+// family switches (IPv4 on, IPv6 off by default); weft checks them only to
+// refuse what it cannot do. flannel's other IPv6 fields (IPv6Network, …) are
+// ignored: they mean nothing while EnableIPv6 is off.
 type rawConfig struct {
-	Network   string
-	SubnetLen int
-	SubnetMin string
-	SubnetMax string
-	Backend   *rawBackend
+	EnableIPv4 *bool
+	EnableIPv6 bool
+	Network    string
+	SubnetLen  int
+	SubnetMin  string
+	SubnetMax  string
+	Backend    *rawBackend
 }
 
 type rawBackend struct {
@@ -70,6 +75,9 @@ func Parse(data []byte) (*Config, error) {
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, fmt.Errorf("%w: decoding JSON: %w", ErrInvalid, err)
 	}
+	if err := checkFamilies(raw); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	cfg := &Config{}
 	if err := cfg.setNetwork(raw); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -80,6 +88,20 @@ func Parse(data []byte) (*Config, error) {
 	}
 	cfg.Backend = backend
 	return cfg, nil
+}
+
+// checkFamilies refuses configs that ask for IPv6: weft is IPv4-only, and
+// running such a network IPv4-only would leave IPv6 pods unreachable.
+func checkFamilies(raw rawConfig) error {
+	if raw.EnableIPv6 {
+		return errors.New(`"EnableIPv6": true is not supported: weft is IPv4-only (no dual-stack or IPv6 pod networks); ` +
+			`remove EnableIPv6 or set it to false, or run flanneld for an IPv6 network`)
+	}
+	if raw.EnableIPv4 != nil && !*raw.EnableIPv4 {
+		return errors.New(`"EnableIPv4": false is not supported: weft is IPv4-only and needs the IPv4 "Network"; ` +
+			`remove EnableIPv4 or set it to true`)
+	}
+	return nil
 }
 
 func (c *Config) setNetwork(raw rawConfig) error {

@@ -1,6 +1,7 @@
 package netconf
 
 import (
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"slices"
@@ -24,6 +25,8 @@ func TestParseDefaults(t *testing.T) {
 		{"host bits masked", `{"Network": "172.7.9.9/16", "SubnetLen": 28}`, 28, "172.7.0.16", "172.7.255.240", 4095, Backend{Type: "host-gw"}},
 		{"explicit bounds", `{"Network": "172.7.0.0/16", "SubnetMin": "172.7.21.0", "SubnetMax": "172.7.23.0"}`, 24, "172.7.21.0", "172.7.23.0", 3, Backend{Type: "host-gw"}},
 		{"vxlan defaults", `{"Network": "172.7.0.0/16", "Backend": {"Type": "vxlan"}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 1, Port: 8472}},
+		{"IPv6 fields with EnableIPv6 off", `{"Network": "172.7.0.0/16", "EnableIPv4": true, "EnableIPv6": false, "IPv6Network": "fc00::/48"}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw"}},
+		{"IPv6Network alone", `{"Network": "172.7.0.0/16", "IPv6Network": "fc00::/48", "IPv6SubnetLen": 64}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw"}},
 		{"vxlan explicit", `{"Network": "172.7.0.0/16", "Backend": {"Type": "VXLAN", "VNI": 4, "Port": 4789, "MTU": 1400, "DirectRouting": true}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 4, Port: 4789, MTU: 1400, DirectRouting: true}},
 	}
 	for _, tt := range tests {
@@ -64,6 +67,11 @@ func TestParseErrors(t *testing.T) {
 		{"min unaligned", `{"Network": "10.0.0.0/16", "SubnetMin": "10.0.1.5"}`, "SubnetMin is not on a SubnetLen boundary"},
 		{"max unaligned", `{"Network": "10.0.0.0/16", "SubnetMax": "10.0.9.1"}`, "SubnetMax is not on a SubnetLen boundary"},
 		{"min above max", `{"Network": "10.0.0.0/16", "SubnetMin": "10.0.9.0", "SubnetMax": "10.0.3.0"}`, "above SubnetMax"},
+		{"dual-stack", `{"EnableIPv6": true, "Network": "10.0.0.0/16", "IPv6Network": "fc00::/48"}`, `"EnableIPv6": true is not supported: weft is IPv4-only`},
+		{"ipv6-only", `{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fc00::/48"}`, `"EnableIPv6": true is not supported: weft is IPv4-only`},
+		{"ipv4 off", `{"EnableIPv4": false, "Network": "10.0.0.0/16"}`, `"EnableIPv4": false is not supported: weft is IPv4-only`},
+		{"ipv6 flag lower case", `{"enableipv6": true, "Network": "10.0.0.0/16"}`, `weft is IPv4-only`},
+		{"ipv6 flag not a bool", `{"EnableIPv6": "yes", "Network": "10.0.0.0/16"}`, "decoding JSON"},
 		{"udp", `{"Network": "10.0.0.0/16", "Backend": {"Type": "udp"}}`, `"udp" is not implemented by weft`},
 		{"unknown backend", `{"Network": "10.0.0.0/16", "Backend": {"Type": "ipip"}}`, `"ipip" is not supported`},
 		{"bad vni", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": 16777216}}`, "VNI"},
@@ -101,10 +109,20 @@ func TestContains(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"Network": "172.7.0.0/16", "Backend": {"Type": "host-gw"}}`))
 	f.Add([]byte(`{"Network": "10.0.0.0/30", "SubnetLen": 30}`))
+	f.Add([]byte(`{"EnableIPv6": true, "Network": "10.0.0.0/16", "IPv6Network": "fc00::/48"}`))
+	f.Add([]byte(`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fc00::/48"}`))
+	f.Add([]byte(`{"EnableIPv6": false, "Network": "10.0.0.0/16", "IPv6Network": "fc00::/48"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data)
 		if err != nil {
 			return
+		}
+		var families struct {
+			EnableIPv4 *bool
+			EnableIPv6 bool
+		}
+		if json.Unmarshal(data, &families) != nil || families.EnableIPv6 || (families.EnableIPv4 != nil && !*families.EnableIPv4) {
+			t.Fatalf("accepted a config that is not IPv4-only: %s", data)
 		}
 		n := 0
 		for s := range cfg.Subnets() {
