@@ -27,6 +27,7 @@ func TestParseDefaults(t *testing.T) {
 		{"vxlan defaults", `{"Network": "172.7.0.0/16", "Backend": {"Type": "vxlan"}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 1, Port: 8472}},
 		{"IPv6 fields with EnableIPv6 off", `{"Network": "172.7.0.0/16", "EnableIPv4": true, "EnableIPv6": false, "IPv6Network": "fc00::/48"}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw"}},
 		{"IPv6Network alone", `{"Network": "172.7.0.0/16", "IPv6Network": "fc00::/48", "IPv6SubnetLen": 64}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw"}},
+		{"vxlan largest VNI", `{"Network": "172.7.0.0/16", "Backend": {"Type": "vxlan", "VNI": 65535}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 65535, Port: 8472}},
 		{"vxlan explicit", `{"Network": "172.7.0.0/16", "Backend": {"Type": "VXLAN", "VNI": 4, "Port": 4789, "MTU": 1400, "DirectRouting": true}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 4, Port: 4789, MTU: 1400, DirectRouting: true}},
 	}
 	for _, tt := range tests {
@@ -75,6 +76,8 @@ func TestParseErrors(t *testing.T) {
 		{"udp", `{"Network": "10.0.0.0/16", "Backend": {"Type": "udp"}}`, `"udp" is not implemented by weft`},
 		{"unknown backend", `{"Network": "10.0.0.0/16", "Backend": {"Type": "ipip"}}`, `"ipip" is not supported`},
 		{"bad vni", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": 16777216}}`, "VNI"},
+		{"vni flannel cannot read", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": 65536}}`, "Backend.VNI 65536 out of range 0..65535: flannel keeps the VNI"},
+		{"negative vni", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": -1}}`, "out of range 0..65535"},
 		{"bad port", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "Port": 0}}`, "Port"},
 		{"bad mtu", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "MTU": 100}}`, "MTU"},
 	}
@@ -111,6 +114,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"Network": "10.0.0.0/30", "SubnetLen": 30}`))
 	f.Add([]byte(`{"EnableIPv6": true, "Network": "10.0.0.0/16", "IPv6Network": "fc00::/48"}`))
 	f.Add([]byte(`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fc00::/48"}`))
+	f.Add([]byte(`{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": 65536}}`))
 	f.Add([]byte(`{"EnableIPv6": false, "Network": "10.0.0.0/16", "IPv6Network": "fc00::/48"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data)
@@ -132,6 +136,9 @@ func FuzzParse(f *testing.F) {
 			if n++; n > 3 {
 				break
 			}
+		}
+		if cfg.Backend.VNI < 0 || cfg.Backend.VNI > MaxVNI {
+			t.Fatalf("accepted VNI %d, which flannel peers cannot decode from a lease", cfg.Backend.VNI)
 		}
 		if cfg.Count() < 1 {
 			t.Fatalf("valid config with no subnets: %+v", cfg)
