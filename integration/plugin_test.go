@@ -469,3 +469,16 @@ func TestDelegatedIPAM(t *testing.T) {
 	}
 	n.del(t, pod)
 }
+
+// TestHairpinByDefault: the pod's bridge port has hairpin on unless the
+// conflist says otherwise, as kube-flannel's conflist has it, so a pod can
+// reach itself through a Service.
+func TestHairpinByDefault(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	n.add(t, c.tp.PodNS(t, "a"))
+	out := n.Run(t, "bridge", "-d", "link", "show", "master", "weft0")
+	if !strings.Contains(out, "hairpin on") {
+		t.Fatalf("pod's bridge port without hairpin:\n%s", out)
+	}
+}

@@ -97,7 +97,7 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 	if mtu == 0 {
 		mtu = file.MTU
 	}
-	if err := podnet.Attach(podNS, attachment(args), ipamcni.FirstIPv4(result), bridge, mtu, conf.HairpinMode, result); err != nil {
+	if err := podnet.Attach(podNS, attachment(args), ipamcni.FirstIPv4(result), bridge, mtu, conf.hairpin(), result); err != nil {
 		return nil, err
 	}
 	if !conf.DNS.IsEmpty() { // else keep what a delegated IPAM returned

@@ -25,7 +25,10 @@ type NetConf struct {
 	types.NetConf
 	nodelease.Config
 	Bridge      string `json:"bridge,omitempty"`
-	HairpinMode bool   `json:"hairpinMode,omitempty"`
+	// HairpinMode (default true, as kube-flannel's conflist sets it) lets a
+	// pod reach itself through a Service or hostPort: with br_netfilter the
+	// DNATed frame leaves by the bridge port it came in on.
+	HairpinMode *bool `json:"hairpinMode,omitempty"`
 	// PeerSyncInterval (seconds) is how old the node's last sync with etcd may
 	// be before an ADD syncs peers' routes and the full rule set again. The
 	// daemon keeps routes current between syncs; 0 syncs on every ADD.
@@ -38,6 +41,8 @@ type NetConf struct {
 
 // defaultPeerSync is the default PeerSyncInterval.
 const defaultPeerSync = 60 * time.Second
+
+func (c *NetConf) hairpin() bool { return c.HairpinMode == nil || *c.HairpinMode }
 
 func (c *NetConf) peerSync() time.Duration {
 	if c.PeerSyncInterval == nil {

@@ -16,19 +16,19 @@ func TestLoadConfDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if conf.Bridge != "weft0" || conf.IPAM.Type != "weft-ipam" || conf.SubnetFile != "/run/weft/subnet.env" ||
-		!conf.Masquerade(nil) || conf.peerSync() != time.Minute || conf.HairpinMode {
+		!conf.Masquerade(nil) || conf.peerSync() != time.Minute || !conf.hairpin() {
 		t.Fatalf("defaults not applied: %+v", conf)
 	}
 }
 
 func TestLoadConfFields(t *testing.T) {
 	conf, err := loadConf([]byte(`{"cniVersion":"1.1.0","name":"weft","type":"weft","bridge":"br9","mtu":1400,
-		"ipMasq":false,"hairpinMode":true,"peerSyncInterval":0,"publicIP":"10.4.7.21","iface":"eth1",
+		"ipMasq":false,"hairpinMode":false,"peerSyncInterval":0,"publicIP":"10.4.7.21","iface":"eth1",
 		"subnetFile":"/run/x/subnet.env","etcdPrefix":"/x","ipam":{"type":"host-local"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if conf.Bridge != "br9" || conf.MTU != 1400 || conf.Masquerade(nil) || !conf.HairpinMode || conf.peerSync() != 0 ||
+	if conf.Bridge != "br9" || conf.MTU != 1400 || conf.Masquerade(nil) || conf.hairpin() || conf.peerSync() != 0 ||
 		conf.PublicIP != "10.4.7.21" || conf.Iface != "eth1" || conf.EtcdPrefix != "/x" || conf.IPAM.Type != "host-local" {
 		t.Fatalf("fields not read: %+v", conf)
 	}

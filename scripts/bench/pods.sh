@@ -4,7 +4,7 @@
 # an ADD and a DEL goes. Sourced by run.sh.
 
 # ref_conflist NODE SUBNET IPMASQ: bridge + host-local with the features
-# weft has: the bridge is the gateway and the default route, no hairpin, one
+# weft has: the bridge is the gateway and the default route, hairpin on, one
 # range equal to the node's subnet; masquerade per pod by the bridge plugin
 # (IPMASQ true) or not at all (false: flannel's chain, where flanneld
 # masquerades per node, as weft does).
@@ -22,7 +22,7 @@ ref_conflist() {
       "bridge": "cni0",
       "isGateway": true,
       "isDefaultGateway": true,
-      "hairpinMode": false,
+      "hairpinMode": true,
       "ipMasq": $3,
       "ipam": {"type": "host-local", "ranges": [[{"subnet": "$2"}]], "dataDir": "$dir/ipam"}
     }
@@ -32,8 +32,8 @@ EOC
 }
 
 # flannel_conflist NODE SUBNET: flannel's CNI plugin as kube-flannel's
-# conflist runs it (delegating to bridge with isDefaultGateway), hairpin off
-# as on the other sides, with the subnet file flanneld would write for a
+# conflist runs it (delegating to bridge with isDefaultGateway and hairpin on,
+# as on the other sides), with the subnet file flanneld would write for a
 # lease of SUBNET (FLANNEL_IPMASQ=true: flanneld masquerades per node, so
 # the plugin gives bridge ipMasq false).
 flannel_conflist() {
@@ -55,7 +55,7 @@ EOS
       "type": "flannel",
       "subnetFile": "$dir/subnet.env",
       "dataDir": "$dir/flannel",
-      "delegate": {"bridge": "cni0", "isDefaultGateway": true, "hairpinMode": false},
+      "delegate": {"bridge": "cni0", "isDefaultGateway": true, "hairpinMode": true},
       "ipam": {"dataDir": "$dir/ipam"}
     }
   ]
@@ -150,7 +150,7 @@ bench_pods() {
 		echo
 		echo "- **weft**: subnet file present and the bridge set up by that warm-up (no daemon running),"
 		echo "  \`peerSyncInterval\` at its default, masquerade on (weft's rules are per node)."
-		echo "- **ref**: \`bridge\` (isGateway, isDefaultGateway, hairpinMode false, ipMasq true) + \`host-local\`"
+		echo "- **ref**: \`bridge\` (isGateway, isDefaultGateway, hairpinMode true, ipMasq true) + \`host-local\`"
 		echo "  with range $sub: the same features, masquerade done by the bridge plugin per pod."
 		echo "- **ref-nomasq**: the same with ipMasq false, as flannel's CNI chain runs it when flanneld"
 		echo "  masquerades per node (\`--ip-masq\`, FLANNEL_IPMASQ=true), which is what an operator moving"
@@ -158,7 +158,7 @@ bench_pods() {
 		echo "- **flannel**: that chain whole, as kube-flannel runs it: flannel's CNI plugin"
 		echo "  (containernetworking/plugins $(modver "$REFBIN/flannel" github.com/containernetworking/plugins), the code flannel-io/cni-plugin carries on)"
 		echo "  reads the subnet file flanneld would write (FLANNEL_IPMASQ=true) and delegates to the same"
-		echo "  bridge + host-local (isDefaultGateway, hairpinMode false, ipMasq false). Three processes per call."
+		echo "  bridge + host-local (isDefaultGateway, hairpinMode true, ipMasq false). Three processes per call."
 		echo
 		echo "IPAM data of all sides on the same disk. Targets (issue 5: against the reference bridge +"
 		echo "host-local chain) are applied to serial p50 (ADD, DEL) and to pods/s of both parallel phases,"

@@ -120,7 +120,6 @@ weft_conflist() {
       "etcdPrefix": "$prefix",
       "iface": "eth0",
       "subnetFile": "$dir/subnet.env",
-      "hairpinMode": false,
       "ipam": {"type": "weft-ipam", "dataDir": "$dir/ipam"}
     }
   ]
