@@ -24,7 +24,7 @@ const ipamType = "weft-ipam"
 type NetConf struct {
 	types.NetConf
 	nodelease.Config
-	Bridge      string `json:"bridge,omitempty"`
+	Bridge string `json:"bridge,omitempty"`
 	// HairpinMode (default true, as kube-flannel's conflist sets it) lets a
 	// pod reach itself through a Service or hostPort: with br_netfilter the
 	// DNATed frame leaves by the bridge port it came in on.
