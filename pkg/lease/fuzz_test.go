@@ -1,7 +1,9 @@
 package lease
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -32,7 +34,11 @@ func FuzzParseSubnetKey(f *testing.F) {
 	})
 }
 
-// FuzzDecodeAttrs: whatever decodes encodes, and decodes back to Equal attributes.
+// FuzzDecodeAttrs: whatever decodes encodes, and decodes back to Equal
+// attributes. Its BackendData, read as vxlan data (the vxlan backend reads
+// every peer's lease so), is either refused with ErrBadAttrs or gives a VNI
+// and a 48-bit MAC that encode and decode back to themselves, and the
+// re-encoded lease reads as the same vxlan data.
 func FuzzDecodeAttrs(f *testing.F) {
 	for _, s := range []string{
 		`{"PublicIP":"10.4.7.21","PublicIPv6":null,"BackendType":"host-gw"}`,
@@ -62,5 +68,37 @@ func FuzzDecodeAttrs(f *testing.F) {
 		if again, err := b.MarshalJSON(); err != nil || string(again) != string(enc) {
 			t.Fatalf("encoding is not stable: %s then %s (%v)", enc, again, err)
 		}
+		checkVXLAN(t, a, b)
 	})
+}
+
+// checkVXLAN checks the vxlan reading of a decoded lease a and of b, the
+// same lease after an encode and decode.
+func checkVXLAN(t *testing.T, a, b Attrs) {
+	t.Helper()
+	d, err := a.VXLAN()
+	db, errb := b.VXLAN()
+	if (err == nil) != (errb == nil) {
+		t.Fatalf("vxlan data of %s decodes as %+v, %v but after a round trip as %+v, %v", a.BackendData, d, err, db, errb)
+	}
+	if err != nil {
+		if !errors.Is(err, ErrBadAttrs) {
+			t.Fatalf("vxlan data %s refused with %v, want ErrBadAttrs", a.BackendData, err)
+		}
+		return
+	}
+	if len(d.VtepMAC) != 6 {
+		t.Fatalf("vxlan data %s accepted with a %d-byte MAC %v", a.BackendData, len(d.VtepMAC), d.VtepMAC)
+	}
+	if db.VNI != d.VNI || !bytes.Equal(db.VtepMAC, d.VtepMAC) {
+		t.Fatalf("vxlan data %+v became %+v in a lease round trip", d, db)
+	}
+	enc, err := json.Marshal(d)
+	if err != nil {
+		t.Fatalf("vxlan data %+v (from %s) does not encode: %v", d, a.BackendData, err)
+	}
+	var again VXLANData
+	if err := json.Unmarshal(enc, &again); err != nil || again.VNI != d.VNI || !bytes.Equal(again.VtepMAC, d.VtepMAC) {
+		t.Fatalf("vxlan data %+v encodes as %s, which decodes as %+v, %v", d, enc, again, err)
+	}
 }
