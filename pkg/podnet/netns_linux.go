@@ -34,17 +34,21 @@ func OpenNS(path string) (ns.NetNS, error) {
 
 func checkNS(podNS ns.NetNS) error {
 	kind, err := unix.IoctlRetInt(int(podNS.Fd()), nsGetNSType)
-	if err != nil {
+	switch {
+	case errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL):
+		// A kernel before 4.11 cannot tell the type; ns.GetNS has checked
+		// that the file is a namespace, and the node check below still runs.
+	case err != nil:
 		return fmt.Errorf("reading namespace type: %w", err)
-	}
-	if kind != unix.CLONE_NEWNET {
+	case kind != unix.CLONE_NEWNET:
 		return errors.New("not a network namespace")
 	}
 	var pod, self unix.Stat_t
 	if err := unix.Fstat(int(podNS.Fd()), &pod); err != nil {
 		return err
 	}
-	if err := unix.Stat("/proc/thread-self/ns/net", &self); err != nil {
+	// This thread's namespace (/proc/thread-self needs Linux 3.17).
+	if err := unix.Stat(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), &self); err != nil {
 		return err
 	}
 	if pod.Dev == self.Dev && pod.Ino == self.Ino {
