@@ -34,7 +34,8 @@ const revokeTimeout = 5 * time.Second
 // Acquire returns the node's lease in the network cfg, creating one if needed
 // (DESIGN invariants 1 and 2):
 //   - a lease in the network whose PublicIP is attrs.PublicIP is reused, its
-//     value rewritten (compare-and-set on ModRevision) if attrs differ;
+//     value rewritten (compare-and-set on ModRevision) if attrs differ,
+//     keeping what the old value carried beyond attrs (Attrs.WithUnknownFrom);
 //   - else opt.Prefer, if cfg contains it and nobody holds it;
 //   - else a random free subnet of cfg, created only if its key is absent.
 //
@@ -114,13 +115,20 @@ func (a *acquisition) reuse(ctx context.Context, own Lease) (*Lease, error) {
 		own.Expiration = exp
 		opts = append(opts, clientv3.WithLease(own.EtcdLease))
 	}
-	if own.Attrs.Equal(a.attrs) {
+	// Keep what flannel wrote that weft does not set (PublicIPv6,
+	// BackendV6Data): flannel peers that decode it would otherwise skip us.
+	attrs := a.attrs.WithUnknownFrom(own.Attrs)
+	if own.Attrs.Equal(attrs) {
 		return &own, nil
+	}
+	value, err := attrs.MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("updating lease %s: %w", own.Subnet, err)
 	}
 	key := a.s.keyOf(&own)
 	resp, err := a.s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", own.ModRevision)).
-		Then(clientv3.OpPut(key, a.value, opts...)).
+		Then(clientv3.OpPut(key, string(value), opts...)).
 		Commit()
 	if err != nil {
 		return nil, fmt.Errorf("updating lease %s: %w", key, err)
@@ -128,7 +136,7 @@ func (a *acquisition) reuse(ctx context.Context, own Lease) (*Lease, error) {
 	if !resp.Succeeded {
 		return nil, errLostRace
 	}
-	own.Attrs = a.attrs
+	own.Attrs = attrs
 	own.ModRevision = resp.Header.Revision
 	return &own, nil
 }

@@ -246,3 +246,38 @@ func TestAcquireInvalid(t *testing.T) {
 		t.Error("Acquire with a negative TTL succeeded")
 	}
 }
+
+// TestAcquireKeepsFlannelFields: reusing a lease flanneld wrote for this
+// node rewrites weft's part of it and keeps the IPv6 address and
+// BackendV6Data that flannel peers decode.
+func TestAcquireKeepsFlannelFields(t *testing.T) {
+	s, ctx := newStore(t), testCtx(t)
+	cfg := putConfig(t, s, seedConfig)
+	key := s.Prefix() + "/subnets/172.7.21.0-24&fc00::-64"
+	flannel := `{"PublicIP":"10.4.7.21","PublicIPv6":"fc00::21","BackendType":"vxlan",` +
+		`"BackendData":{"VtepMAC":"0a:58:0a:f4:01:01","VNI":1},"BackendV6Data":{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:02"}}`
+	if _, err := s.cli.Put(ctx, key, flannel); err != nil {
+		t.Fatal(err)
+	}
+	ours := hostGW("10.4.7.21")
+	ours.BackendType = "vxlan"
+	ours.BackendData = []byte(`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}`)
+	l, err := s.Acquire(ctx, cfg, ours, AcquireOptions{})
+	if err != nil || l.Subnet != netip.MustParsePrefix("172.7.21.0/24") {
+		t.Fatalf("Acquire = %v, %v; want the node's lease 172.7.21.0/24", l, err)
+	}
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("reading %s: %v", key, err)
+	}
+	want := `{"PublicIP":"10.4.7.21","PublicIPv6":"fc00::21","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"},` +
+		`"BackendV6Data":{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:02"}}`
+	if got := string(resp.Kvs[0].Value); got != want {
+		t.Errorf("rewritten value\n %s\nwant\n %s", got, want)
+	}
+	// Nothing left to change: no second write.
+	again, err := s.Acquire(ctx, cfg, ours, AcquireOptions{})
+	if err != nil || again.ModRevision != resp.Kvs[0].ModRevision {
+		t.Errorf("Acquire again = %+v, %v; want the value at revision %d untouched", again, err, resp.Kvs[0].ModRevision)
+	}
+}

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 )
 
 // ErrBadAttrs is wrapped when a lease value cannot be decoded or encoded.
@@ -17,13 +20,21 @@ var ErrBadAttrs = errors.New("malformed lease attributes")
 //	{"PublicIP":"10.4.7.21","PublicIPv6":null,"BackendType":"host-gw"}
 //
 // vxlan adds "BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}.
-// Fields weft does not use (flannel's BackendV6Data) are ignored on decoding.
+// Fields weft does not use (flannel's BackendV6Data) are kept verbatim from
+// a decoded value and written back after the known ones, so that rewriting a
+// lease flannel wrote does not drop what flannel peers read (see WithUnknownFrom).
 type Attrs struct {
 	PublicIP    netip.Addr
 	PublicIPv6  *netip.Addr
 	BackendType string
 	BackendData json.RawMessage
+
+	unknown map[string]json.RawMessage // fields of the decoded value weft does not use
 }
+
+// knownFields are wireAttrs' names. encoding/json matches names without
+// regard to case, so a key is unknown only if it folds to none of these.
+var knownFields = []string{"PublicIP", "PublicIPv6", "BackendType", "BackendData"}
 
 // wireAttrs is the JSON shape, in flannel's field order.
 type wireAttrs struct {
@@ -57,13 +68,47 @@ func (a Attrs) MarshalJSON() ([]byte, error) {
 		}
 		w.BackendData = buf.Bytes()
 	}
+	out, err := encodeJSON(w)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadAttrs, err)
+	}
+	return appendUnknown(out, a.unknown)
+}
+
+// encodeJSON is json.Marshal without HTML escaping (flannel's values are
+// written by Go's default encoder, but "<" in data must survive a round trip
+// unchanged either way).
+func encodeJSON(v any) ([]byte, error) {
 	var out bytes.Buffer
 	enc := json.NewEncoder(&out)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(w); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadAttrs, err)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
 	}
 	return bytes.TrimSuffix(out.Bytes(), []byte("\n")), nil
+}
+
+// appendUnknown adds the unknown fields, sorted by name, to the encoded
+// object obj.
+func appendUnknown(obj []byte, unknown map[string]json.RawMessage) ([]byte, error) {
+	if len(unknown) == 0 {
+		return obj, nil
+	}
+	out := bytes.NewBuffer(bytes.TrimSuffix(obj, []byte("}")))
+	for _, name := range slices.Sorted(maps.Keys(unknown)) {
+		key, err := encodeJSON(name)
+		if err != nil {
+			return nil, fmt.Errorf("%w: field name %q: %w", ErrBadAttrs, name, err)
+		}
+		out.WriteByte(',')
+		out.Write(key)
+		out.WriteByte(':')
+		if err := json.Compact(out, unknown[name]); err != nil {
+			return nil, fmt.Errorf("%w: field %s: %w", ErrBadAttrs, key, err)
+		}
+	}
+	out.WriteByte('}')
+	return out.Bytes(), nil
 }
 
 // UnmarshalJSON decodes a value written by weft or flannel. PublicIP must be
@@ -91,12 +136,50 @@ func (a *Attrs) UnmarshalJSON(data []byte) error {
 	if !isNull(w.BackendData) {
 		out.BackendData = append(json.RawMessage(nil), w.BackendData...)
 	}
+	if out.unknown, err = decodeUnknown(data); err != nil {
+		return err
+	}
 	*a = out
 	return nil
 }
 
-// Equal reports whether a and b encode the same attributes. BackendData is
-// compared as JSON values, so key order and spacing do not matter.
+// decodeUnknown returns the fields of the JSON object data that are not
+// knownFields, or nil if there are none.
+func decodeUnknown(data []byte) (map[string]json.RawMessage, error) {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(data, &all); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadAttrs, err)
+	}
+	maps.DeleteFunc(all, func(name string, _ json.RawMessage) bool {
+		return slices.ContainsFunc(knownFields, func(k string) bool { return strings.EqualFold(k, name) })
+	})
+	if len(all) == 0 {
+		return nil, nil
+	}
+	return all, nil
+}
+
+// WithUnknownFrom returns a with what a value decoded as old carried beyond
+// a: its PublicIPv6 when a has none, and the fields weft does not use
+// (flannel's BackendV6Data, …) that a does not set itself. A rewrite of the
+// node's own lease uses it, so flannel peers that decode those fields keep
+// reading the lease.
+func (a Attrs) WithUnknownFrom(old Attrs) Attrs {
+	if a.PublicIPv6 == nil {
+		a.PublicIPv6 = old.PublicIPv6
+	}
+	if len(old.unknown) == 0 {
+		return a
+	}
+	merged := maps.Clone(old.unknown)
+	maps.Copy(merged, a.unknown)
+	a.unknown = merged
+	return a
+}
+
+// Equal reports whether a and b encode the same attributes. BackendData and
+// the fields weft does not use are compared as JSON values, so key order and
+// spacing do not matter.
 func (a Attrs) Equal(b Attrs) bool {
 	if a.PublicIP != b.PublicIP || a.BackendType != b.BackendType {
 		return false
@@ -107,7 +190,12 @@ func (a Attrs) Equal(b Attrs) bool {
 	if a.PublicIPv6 != nil && *a.PublicIPv6 != *b.PublicIPv6 {
 		return false
 	}
-	return bytes.Equal(canonicalJSON(a.BackendData), canonicalJSON(b.BackendData))
+	if !bytes.Equal(canonicalJSON(a.BackendData), canonicalJSON(b.BackendData)) {
+		return false
+	}
+	return maps.EqualFunc(a.unknown, b.unknown, func(x, y json.RawMessage) bool {
+		return bytes.Equal(canonicalJSON(x), canonicalJSON(y))
+	})
 }
 
 // canonicalJSON re-encodes raw with sorted object keys; nil for null, absent

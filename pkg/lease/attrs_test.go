@@ -76,9 +76,61 @@ func TestAttrsDecodeFlannelValue(t *testing.T) {
 		t.Errorf("VXLAN = %+v", vx)
 	}
 	want := Attrs{PublicIP: a.PublicIP, PublicIPv6: a.PublicIPv6, BackendType: "vxlan",
-		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:01"}`)}
+		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:01"}`),
+		unknown:     map[string]json.RawMessage{"BackendV6Data": json.RawMessage(`{"VtepMAC":"0a:58:0a:f4:01:02","VNI":1}`)}}
 	if !a.Equal(want) {
 		t.Errorf("decoded %+v, not Equal to %+v (key order must not matter)", a, want)
+	}
+	want.unknown = nil
+	if a.Equal(want) {
+		t.Error("a value with BackendV6Data is Equal to one without: a rewrite would drop it")
+	}
+}
+
+// TestAttrsKeepUnknownFields: fields weft does not use survive a decode and
+// encode, after the known ones, sorted, and never twice.
+func TestAttrsKeepUnknownFields(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"flannel dual-stack vxlan",
+			`{"PublicIP":"10.4.7.31","PublicIPv6":"fc00::31","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:01"},"BackendV6Data":{"VNI":1, "VtepMAC":"0a:58:0a:f4:01:02"}}`,
+			`{"PublicIP":"10.4.7.31","PublicIPv6":"fc00::31","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:01"},"BackendV6Data":{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:02"}}`},
+		{"sorted, null kept", `{"Zeta":1,"PublicIP":"10.0.0.1","Alpha":null}`,
+			`{"PublicIP":"10.0.0.1","PublicIPv6":null,"Alpha":null,"Zeta":1}`},
+		{"known names in another case are not repeated", `{"PublicIP":"10.0.0.1","publicip":"10.0.0.2","BACKENDTYPE":"vxlan"}`,
+			`{"PublicIP":"10.0.0.2","PublicIPv6":null,"BackendType":"vxlan"}`},
+		{"escaped name", `{"PublicIP":"10.0.0.1","a\"<b>":"<&>"}`,
+			`{"PublicIP":"10.0.0.1","PublicIPv6":null,"a\"<b>":"<&>"}`},
+	}
+	for _, tt := range tests {
+		var a Attrs
+		if err := json.Unmarshal([]byte(tt.in), &a); err != nil {
+			t.Errorf("%s: Unmarshal: %v", tt.name, err)
+			continue
+		}
+		got, err := a.MarshalJSON()
+		if err != nil || string(got) != tt.want {
+			t.Errorf("%s: MarshalJSON =\n %s (%v)\nwant\n %s", tt.name, got, err, tt.want)
+		}
+	}
+}
+
+// TestAttrsWithUnknownFrom: weft's attributes for its own lease keep the
+// IPv6 address and unknown fields of the value flannel wrote.
+func TestAttrsWithUnknownFrom(t *testing.T) {
+	var old Attrs
+	if err := json.Unmarshal([]byte(`{"PublicIP":"10.4.7.31","PublicIPv6":"fc00::31","BackendType":"vxlan",`+
+		`"BackendData":{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:01"},"BackendV6Data":{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:02"}}`), &old); err != nil {
+		t.Fatal(err)
+	}
+	ours := Attrs{PublicIP: old.PublicIP, BackendType: "vxlan", BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}`)}
+	got, err := ours.WithUnknownFrom(old).MarshalJSON()
+	want := `{"PublicIP":"10.4.7.31","PublicIPv6":"fc00::31","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"},` +
+		`"BackendV6Data":{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:02"}}`
+	if err != nil || string(got) != want {
+		t.Errorf("merged = %s (%v), want %s", got, err, want)
+	}
+	if !old.WithUnknownFrom(old).Equal(old) || !hostGW("10.0.0.1").WithUnknownFrom(Attrs{}).Equal(hostGW("10.0.0.1")) {
+		t.Error("WithUnknownFrom changed attributes that had nothing to add")
 	}
 }
 
