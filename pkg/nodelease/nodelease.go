@@ -151,15 +151,30 @@ func PodMTU(network *netconf.Config, id Identity) int {
 	return id.MTU
 }
 
-// Peers turns leases into route peers, leaving out self.
+// Peers turns leases into route peers, leaving out the node's own: the lease
+// of self and every other lease with its PublicIP (an older lease that no
+// longer fits the network config, say). A route to one of those would point
+// back at this node. When self is not among leases, only self is left out.
 func Peers(leases []lease.Lease, self netip.Prefix) []route.Peer {
+	selfIP := ownPublicIP(leases, self)
 	peers := make([]route.Peer, 0, len(leases))
 	for _, l := range leases {
-		if l.Subnet != self {
-			peers = append(peers, route.Peer{Subnet: l.Subnet, PublicIP: l.Attrs.PublicIP})
+		if l.Subnet == self || (selfIP.IsValid() && l.Attrs.PublicIP == selfIP) {
+			continue
 		}
+		peers = append(peers, route.Peer{Subnet: l.Subnet, PublicIP: l.Attrs.PublicIP})
 	}
 	return peers
+}
+
+// ownPublicIP is the PublicIP of the lease of self, if listed.
+func ownPublicIP(leases []lease.Lease, self netip.Prefix) netip.Addr {
+	for _, l := range leases {
+		if l.Subnet == self {
+			return l.Attrs.PublicIP
+		}
+	}
+	return netip.Addr{}
 }
 
 // classify marks timeouts and connection failures as ErrUnavailable.
