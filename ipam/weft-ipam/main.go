@@ -119,7 +119,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 		if err := nodelease.Usable(c.ctx, &c.cfg.Config); err != nil {
 			return types.NewError(cnierr.ErrPluginNotAvailable, "no usable subnet lease", err.Error())
 		}
-		return nil
+		return c.cfg.Status()
 	})
 }
 

@@ -192,11 +192,38 @@ func (s *DiskStore) Unlock() error {
 
 // Load reads the state; no state file yet means an empty State.
 func (s *DiskStore) Load() (*State, error) {
-	path := filepath.Join(s.dir, stateName)
 	if !s.locked.Load() {
-		return nil, fmt.Errorf("reading %s: %w", path, ErrNotLocked)
+		return nil, fmt.Errorf("reading %s: %w", filepath.Join(s.dir, stateName), ErrNotLocked)
 	}
-	fd, err := openRegular(s.dirFD, stateName, unix.O_RDONLY, 0)
+	return readState(s.dirFD, s.dir)
+}
+
+// ReadDiskState reads the state of network under dataDir without locking
+// or creating anything, for STATUS, which must change nothing. Save
+// replaces the file by a rename, so a reader sees one whole state.
+func ReadDiskState(dataDir, network string) (*State, error) {
+	if err := ValidateName("network name", network); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(dataDir, network)
+	dirFD, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		st := NewState()
+		st.Missing = true
+		return st, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening ipam network directory %s: %w", dir, refusedLink(err))
+	}
+	defer unix.Close(dirFD)
+	return readState(dirFD, dir)
+}
+
+// readState reads the state file in the directory dirFD (dir, for errors);
+// no state file yet means an empty State marked Missing.
+func readState(dirFD int, dir string) (*State, error) {
+	path := filepath.Join(dir, stateName)
+	fd, err := openRegular(dirFD, stateName, unix.O_RDONLY, 0)
 	if errors.Is(err, unix.ENOENT) {
 		st := NewState()
 		st.Missing = true

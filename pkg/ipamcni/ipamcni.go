@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/weft-cni/weft/pkg/cnierr"
 	"github.com/weft-cni/weft/pkg/ipam"
 	"github.com/weft-cni/weft/pkg/nodelease"
 	"github.com/weft-cni/weft/pkg/subnetfile"
@@ -125,6 +126,17 @@ func (c *Config) GC(ctx context.Context, valid []types.GCAttachment) (freed []ne
 		return err
 	})
 	return freed, wired, err
+}
+
+// Status checks, changing nothing, that the store can be read: a state
+// file that does not parse fails every ADD until it is repaired. Its error
+// is the CNI error STATUS returns (code 50). A full subnet is no error:
+// the runtime would report the whole node's network not ready.
+func (c *Config) Status() error {
+	if _, err := ipam.ReadDiskState(c.DataDir, c.Network); err != nil {
+		return types.NewError(cnierr.ErrPluginNotAvailable, "ipam store unreadable", err.Error())
+	}
+	return nil
 }
 
 func prefixNet(p netip.Prefix) net.IPNet {

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -201,5 +203,41 @@ func TestVersion(t *testing.T) {
 		if !strings.Contains(strings.Join(v.Supported, " "), want) {
 			t.Errorf("supported versions %v lack %s", v.Supported, want)
 		}
+	}
+}
+
+// TestStatus: STATUS passes on a node with a lease and a readable IPAM
+// store, fails with code 50 when the store cannot be read (every ADD would
+// fail), and passes a delegated IPAM's STATUS error on, as the spec asks.
+func TestStatus(t *testing.T) {
+	st := newStateDir(t)
+	status := env("STATUS", "", "", "")
+	if out, code := st.run(t, status, st.conf("", "")); code != 0 {
+		t.Fatalf("STATUS on a good node: exit %d %+v", code, out)
+	}
+	state := filepath.Join(st.DataDir, "weft", "state")
+	good, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(state, []byte("not a state file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := st.run(t, status, st.conf("", "")); code == 0 || out.Code != 50 {
+		t.Errorf("STATUS with a corrupt IPAM store: exit %d %+v, want code 50", code, out)
+	}
+	if err := os.WriteFile(state, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	bin := t.TempDir()
+	fake := "#!/bin/sh\n[ \"$CNI_COMMAND\" = STATUS ] || exit 0\necho '{\"cniVersion\":\"1.1.0\",\"code\":51,\"msg\":\"ipam down\"}'\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(bin, "fake-ipam"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	delegated := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":%q,"ipam":{"type":"fake-ipam"}}`, st.SubnetFile)
+	status["CNI_PATH"] = bin
+	if out, code := st.run(t, status, delegated); code == 0 || out.Code != 51 || !strings.Contains(out.Msg, "ipam down") {
+		t.Errorf("STATUS with a failing delegated IPAM: exit %d %+v, want its code 51", code, out)
 	}
 }

@@ -91,7 +91,8 @@ func cmdGC(args *skel.CmdArgs) error {
 }
 
 // cmdStatus fails with code 50 when the node has no usable lease and cannot
-// get one.
+// get one, or its IPAM store cannot be read; a delegated IPAM's STATUS
+// error is returned as it is.
 func cmdStatus(args *skel.CmdArgs) error {
 	conf, err := loadConf(args.StdinData)
 	if err != nil {
@@ -102,5 +103,8 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err := nodelease.Usable(ctx, &conf.Config); err != nil {
 		return types.NewError(cnierr.ErrPluginNotAvailable, "no usable subnet lease", err.Error())
 	}
-	return nil
+	if conf.ipamConf == nil { // the spec: STATUS goes to the delegated IPAM too
+		return cnierr.Classify(invoke.DelegateStatus(ctx, conf.IPAM.Type, args.StdinData, nil))
+	}
+	return conf.ipamConf.Status()
 }
