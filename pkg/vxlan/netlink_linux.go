@@ -148,9 +148,27 @@ func (d Device) create() (netlink.Link, error) {
 	}
 	link, err := netlink.LinkByName(name)
 	if err != nil {
+		if other := d.holder(); other != "" { // EEXIST was for the VNI, not the name
+			return nil, fmt.Errorf("creating %s: VNI %d on port %d is taken by %s (flanneld's device? stop flanneld and delete %s)", name, d.VNI, d.Port, other, other)
+		}
 		return nil, fmt.Errorf("looking up %s: %w", name, err)
 	}
 	return link, nil
+}
+
+// holder names another vxlan device with the device's VNI and port: the
+// kernel allows one per namespace, so flanneld's flannel.<VNI> blocks ours.
+func (d Device) holder() string {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return ""
+	}
+	for _, l := range links {
+		if v, ok := l.(*netlink.Vxlan); ok && v.VxlanId == d.VNI && v.Port == d.Port && v.Name != d.Name() {
+			return v.Name
+		}
+	}
+	return ""
 }
 
 func (d Device) matches(v *netlink.Vxlan) bool {
