@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -33,6 +34,8 @@ const revokeTimeout = 5 * time.Second
 
 // Acquire returns the node's lease in the network cfg, creating one if needed
 // (DESIGN invariants 1 and 2):
+//   - leases whose PublicIP is attrs.PublicIP but that cfg does not contain
+//     (the config changed) are deleted, compare-and-set on ModRevision;
 //   - a lease in the network whose PublicIP is attrs.PublicIP is reused, its
 //     value rewritten (compare-and-set on ModRevision) if attrs differ,
 //     keeping what the old value carried beyond attrs (Attrs.WithUnknownFrom);
@@ -83,6 +86,9 @@ func (a *acquisition) try(ctx context.Context) (*Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("acquiring a subnet: %w", err)
 	}
+	if leases, err = a.dropMisfits(ctx, leases); err != nil {
+		return nil, err
+	}
 	if own := a.own(leases); own != nil {
 		return a.reuse(ctx, *own)
 	}
@@ -98,6 +104,52 @@ func (a *acquisition) own(leases []Lease) *Lease {
 	return oldest(leases, func(l *Lease) bool {
 		return l.Attrs.PublicIP == a.attrs.PublicIP && a.cfg.Contains(l.Subnet)
 	})
+}
+
+// dropMisfits deletes the node's leases that the network config no longer
+// allows (SubnetLen, SubnetMin or SubnetMax changed, or another Network), as
+// flanneld does, and returns leases without them. Each delete compares the
+// ModRevision listed: a key written since is left alone and Acquire lists
+// again.
+func (a *acquisition) dropMisfits(ctx context.Context, leases []Lease) ([]Lease, error) {
+	kept := make([]Lease, 0, len(leases))
+	for i := range leases {
+		l := &leases[i]
+		if l.Attrs.PublicIP != a.attrs.PublicIP || a.cfg.Contains(l.Subnet) {
+			kept = append(kept, *l)
+			continue
+		}
+		if err := a.dropMisfit(ctx, l, leases); err != nil {
+			return nil, err
+		}
+	}
+	return kept, nil
+}
+
+// dropMisfit deletes the misfit l and revokes its etcd lease unless another
+// listed key is bound to it (revoking would delete that key too).
+func (a *acquisition) dropMisfit(ctx context.Context, l *Lease, leases []Lease) error {
+	deleted, err := a.s.deleteUnchanged(ctx, l)
+	if errors.Is(err, ErrConflict) {
+		return errLostRace
+	}
+	if err != nil {
+		return fmt.Errorf("deleting lease of %s, which does not fit network %s: %w", l.Subnet, a.cfg.Network, err)
+	}
+	if !deleted {
+		return nil
+	}
+	a.s.log.Warn("deleted this node's lease that does not fit the network config; pods still on it need restarting",
+		"subnet", l.Subnet, "key", a.s.keyOf(l), "public_ip", l.Attrs.PublicIP, "network", a.cfg.Network,
+		"subnet_len", a.cfg.SubnetLen, "subnet_min", a.cfg.SubnetMin, "subnet_max", a.cfg.SubnetMax)
+	if slices.ContainsFunc(leases, func(o Lease) bool { return o.EtcdLease == l.EtcdLease && o.key != l.key }) {
+		return nil
+	}
+	if err := a.s.revoke(ctx, l); err != nil {
+		// The key is gone; the etcd lease only runs out on its own.
+		a.s.log.Warn("revoking the etcd lease of a deleted lease", "subnet", l.Subnet, "error", err)
+	}
+	return nil
 }
 
 // reuse keeps the node's existing key, rewriting its value if needed and

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestAcquireNewAndReuse(t *testing.T) {
@@ -90,17 +92,106 @@ func TestAcquirePrefer(t *testing.T) {
 	}
 }
 
-func TestAcquireIgnoresLeaseOutsideNetwork(t *testing.T) {
+// TestAcquireDeletesOwnLeaseOutsideNetwork: the node's lease from an older
+// Network is deleted (as flanneld does); another node's is left alone.
+func TestAcquireDeletesOwnLeaseOutsideNetwork(t *testing.T) {
 	s, ctx := newStore(t), testCtx(t)
 	cfg := putConfig(t, s, seedConfig)
-	// A lease of the node from an older, different config.
-	if _, err := s.cli.Put(ctx, SubnetKey(s.Prefix(), netip.MustParsePrefix("10.99.1.0/24")),
-		`{"PublicIP":"10.4.7.21","PublicIPv6":null,"BackendType":"host-gw"}`); err != nil {
-		t.Fatal(err)
+	mine, theirs := netip.MustParsePrefix("10.99.1.0/24"), netip.MustParsePrefix("10.99.2.0/24")
+	for p, v := range map[netip.Prefix]string{
+		mine:   `{"PublicIP":"10.4.7.21","PublicIPv6":null,"BackendType":"host-gw"}`,
+		theirs: `{"PublicIP":"10.4.7.22","PublicIPv6":null,"BackendType":"host-gw"}`,
+	} {
+		if _, err := s.cli.Put(ctx, SubnetKey(s.Prefix(), p), v); err != nil {
+			t.Fatal(err)
+		}
 	}
 	l, err := s.Acquire(ctx, cfg, hostGW("10.4.7.21"), AcquireOptions{})
 	if err != nil || !cfg.Contains(l.Subnet) {
 		t.Fatalf("Acquire = %v, %v; want a subnet of %s", l, err, cfg.Network)
+	}
+	if _, err := s.Get(ctx, mine); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the node's lease outside the network: %v, want it deleted", err)
+	}
+	if _, err := s.Get(ctx, theirs); err != nil {
+		t.Errorf("another node's lease outside the network: %v, want it kept", err)
+	}
+}
+
+// TestAcquireReplacesOwnMisfit: after a SubnetLen change the node's old
+// lease is deleted, its etcd lease revoked, and one fitting lease acquired;
+// the old subnet no longer counts as held.
+func TestAcquireReplacesOwnMisfit(t *testing.T) {
+	s, ctx := newStore(t), testCtx(t)
+	cfg := putConfig(t, s, seedConfig)
+	old, err := s.Acquire(ctx, cfg, hostGW("10.4.7.21"), AcquireOptions{TTL: time.Hour, Prefer: netip.MustParsePrefix("172.7.21.0/24")})
+	if err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	cfg = putConfig(t, s, `{"Network":"172.7.0.0/16","SubnetLen":25}`)
+	prefer := netip.MustParsePrefix("172.7.21.0/25")
+	l, err := s.Acquire(ctx, cfg, hostGW("10.4.7.21"), AcquireOptions{TTL: time.Hour, Prefer: prefer})
+	if err != nil || l.Subnet != prefer {
+		t.Fatalf("Acquire after SubnetLen 25 = %v, %v; want %s, free once the old /24 is gone", l, err, prefer)
+	}
+	all, _, err := s.List(ctx)
+	if err != nil || len(all) != 1 || all[0].Subnet != prefer {
+		t.Fatalf("List = %v, %v; want only %s", all, err, prefer)
+	}
+	if _, alive, err := s.expiration(ctx, old.EtcdLease); err != nil || alive {
+		t.Errorf("the old lease's etcd lease: alive %v, %v; want it revoked", alive, err)
+	}
+}
+
+// TestAcquireMisfitRewrittenIsKept: a misfit written since it was listed
+// is not deleted; Acquire lists again.
+func TestAcquireMisfitRewrittenIsKept(t *testing.T) {
+	s, ctx := newStore(t), testCtx(t)
+	cfg := putConfig(t, s, seedConfig)
+	key := SubnetKey(s.Prefix(), netip.MustParsePrefix("10.99.1.0/24"))
+	value := `{"PublicIP":"10.4.7.21","PublicIPv6":null,"BackendType":"host-gw"}`
+	if _, err := s.cli.Put(ctx, key, value); err != nil {
+		t.Fatal(err)
+	}
+	stale, _, err := s.list(ctx)
+	if err != nil || len(stale) != 1 {
+		t.Fatalf("list = %v, %v", stale, err)
+	}
+	if _, err := s.cli.Put(ctx, key, value); err != nil {
+		t.Fatal(err)
+	}
+	a := &acquisition{s: s, cfg: cfg, attrs: hostGW("10.4.7.21")}
+	if _, err := a.dropMisfits(ctx, stale); !errors.Is(err, errLostRace) {
+		t.Fatalf("dropMisfits(stale listing) = %v, want errLostRace", err)
+	}
+	if resp, err := s.cli.Get(ctx, key); err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("a key rewritten since it was listed was deleted: %v", err)
+	}
+}
+
+// TestAcquireMisfitSharedEtcdLease: the misfit's etcd lease is not revoked
+// while another key is bound to it.
+func TestAcquireMisfitSharedEtcdLease(t *testing.T) {
+	s, ctx := newStore(t), testCtx(t)
+	cfg := putConfig(t, s, seedConfig)
+	grant, err := s.cli.Grant(ctx, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := SubnetKey(s.Prefix(), netip.MustParsePrefix("172.7.30.0/24"))
+	for key, v := range map[string]string{
+		SubnetKey(s.Prefix(), netip.MustParsePrefix("172.7.20.0/23")): `{"PublicIP":"10.4.7.21","PublicIPv6":null,"BackendType":"host-gw"}`,
+		other: `{"PublicIP":"10.4.7.30","PublicIPv6":null,"BackendType":"host-gw"}`,
+	} {
+		if _, err := s.cli.Put(ctx, key, v, clientv3.WithLease(grant.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Acquire(ctx, cfg, hostGW("10.4.7.21"), AcquireOptions{}); err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	if resp, err := s.cli.Get(ctx, other); err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("another node's key on the same etcd lease is gone: %v", err)
 	}
 }
 

@@ -280,6 +280,20 @@ func oldest(leases []Lease, keep func(*Lease) bool) *Lease {
 // ErrConflict. A key already gone is not an error. The etcd lease, if any,
 // is revoked after the key is deleted.
 func (s *Store) Release(ctx context.Context, l *Lease) error {
+	deleted, err := s.deleteUnchanged(ctx, l)
+	if err != nil {
+		return fmt.Errorf("releasing: %w", err)
+	}
+	if !deleted {
+		return nil
+	}
+	return s.revoke(ctx, l)
+}
+
+// deleteUnchanged deletes l's key if its ModRevision still matches, and
+// reports whether it did. A key already gone is not an error; a key written
+// since gives an error wrapping ErrConflict.
+func (s *Store) deleteUnchanged(ctx context.Context, l *Lease) (bool, error) {
 	key := s.keyOf(l)
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", l.ModRevision)).
@@ -287,21 +301,26 @@ func (s *Store) Release(ctx context.Context, l *Lease) error {
 		Else(clientv3.OpGet(key)).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("releasing %s: %w", key, err)
+		return false, fmt.Errorf("deleting %s: %w", key, err)
 	}
-	if !resp.Succeeded {
-		kvs := resp.Responses[0].GetResponseRange().GetKvs()
-		if len(kvs) == 0 {
-			return nil
-		}
-		return fmt.Errorf("releasing %s: written at revision %d since revision %d: %w",
-			key, kvs[0].ModRevision, l.ModRevision, ErrConflict)
+	if resp.Succeeded {
+		return true, nil
 	}
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
+		return false, nil
+	}
+	return false, fmt.Errorf("deleting %s: written at revision %d since revision %d: %w",
+		key, kvs[0].ModRevision, l.ModRevision, ErrConflict)
+}
+
+// revoke revokes l's etcd lease, if any, once its key is deleted.
+func (s *Store) revoke(ctx context.Context, l *Lease) error {
 	if l.EtcdLease == 0 {
 		return nil
 	}
 	if _, err := s.cli.Revoke(ctx, l.EtcdLease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return fmt.Errorf("released %s but revoking etcd lease %x: %w", key, int64(l.EtcdLease), err)
+		return fmt.Errorf("deleted %s but revoking etcd lease %x: %w", s.keyOf(l), int64(l.EtcdLease), err)
 	}
 	return nil
 }
