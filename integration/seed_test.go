@@ -230,7 +230,10 @@ func (s *seedScenario) delTwice(t *testing.T) {
 }
 
 // TestEtcdDownFastPath: with the subnet file current, ADD makes no etcd round
-// trip, so pods start while etcd is stopped.
+// trip, so pods start while etcd is stopped. The slow path would start the
+// pod too (a sync that finds etcd down degrades to the subnet file), but it
+// rewrites the bridge's alias with a " retry <unix>" time; the fast path
+// leaves the alias the first ADD wrote untouched, byte for byte.
 func TestEtcdDownFastPath(t *testing.T) {
 	RequireRoot(t)
 	c := &cluster{tp: NewTopology(t)}
@@ -241,11 +244,25 @@ func TestEtcdDownFastPath(t *testing.T) {
 	c.etcdctl(t, "put", "/coreos.com/network/config", seedNetwork)
 	n21 := c.node(t, "node21", node21Addr, map[string]any{"peerSyncInterval": 3600})
 	first := n21.add(t, c.tp.PodNS(t, "a"))
+	synced := n21.bridgeAlias(t)
+	if want := "weft lease " + n21.subnet(t).String() + " synced "; !strings.HasPrefix(synced, want) || strings.Contains(synced, " retry ") {
+		t.Fatalf("bridge alias after the first ADD = %q, want %q<unix> and no retry", synced, want)
+	}
 	etcd.Stop()
 	second := n21.add(t, c.tp.PodNS(t, "b"))
 	if first == second || !n21.subnet(t).Contains(second) {
 		t.Fatalf("with etcd down got %s after %s, want a distinct address in %s", second, first, n21.subnet(t))
 	}
+	if after := n21.bridgeAlias(t); after != synced {
+		t.Fatalf("bridge alias %q became %q in the ADD with etcd down: it tried etcd instead of taking the fast path", synced, after)
+	}
+}
+
+// bridgeAlias is the alias of the node's bridge (weft0): the lease it was
+// set up for and when it was last synced with etcd.
+func (n *node) bridgeAlias(t testing.TB) string {
+	t.Helper()
+	return strings.TrimSuffix(n.Run(t, "cat", "/sys/class/net/weft0/ifalias"), "\n")
 }
 
 // seenSourceIP polls until a fresh connection from client to a server in
