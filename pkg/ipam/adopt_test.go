@@ -83,3 +83,26 @@ func TestAdoptLive(t *testing.T) {
 		t.Error("allocated with the live attachments unknown")
 	}
 }
+
+// TestLookupAdoptsLive: CHECK's lookup on a wiped store finds a running
+// pod's address from its mark, as the next ADD would, instead of reporting
+// that IPAM holds nothing for it.
+func TestLookupAdoptsLive(t *testing.T) {
+	store, err := OpenDiskStore(t.TempDir(), "weft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	web := Attachment{ContainerID: "web", IfName: "eth0"}
+	p := NewPool(store, netip.MustParsePrefix("172.7.21.0/24"))
+	p.AdoptLive(func() (map[Attachment]netip.Addr, error) {
+		return map[Attachment]netip.Addr{web: netip.MustParseAddr("172.7.21.2")}, nil
+	})
+	got, ok, err := p.Lookup(context.Background(), web)
+	if err != nil || !ok || got != netip.MustParseAddr("172.7.21.2") {
+		t.Fatalf("Lookup on a wiped store: %s %t %v, want the live pod's 172.7.21.2", got, ok, err)
+	}
+	if next, err := p.Allocate(context.Background(), Attachment{ContainerID: "new", IfName: "eth0"}); err != nil || next == got {
+		t.Fatalf("next allocation %s, %v: must not be the adopted address", next, err)
+	}
+}

@@ -136,7 +136,9 @@ func (p *Pool) Release(ctx context.Context, a Attachment) error {
 }
 
 // Lookup returns the address held by attachment a, wherever it lies (CHECK
-// compares it with what the pod has).
+// compares it with what the pod has). A missing store adopts the live
+// attachments first, as Allocate does, so CHECK passes for a running pod
+// after the store was wiped.
 func (p *Pool) Lookup(ctx context.Context, a Attachment) (netip.Addr, bool, error) {
 	if err := a.validate(); err != nil {
 		return netip.Addr{}, false, err
@@ -146,8 +148,12 @@ func (p *Pool) Lookup(ctx context.Context, a Attachment) (netip.Addr, bool, erro
 		ok bool
 	)
 	err := p.update(ctx, func(st *State) (bool, error) {
+		adopted, err := p.adopt(st) // a wiped store knows its pods again
+		if err != nil {
+			return false, err
+		}
 		ip, ok = st.Entries[a]
-		return false, nil
+		return adopted, nil
 	})
 	if err != nil {
 		return netip.Addr{}, false, fmt.Errorf("looking up address of %s/%s: %w", a.ContainerID, a.IfName, err)
