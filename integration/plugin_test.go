@@ -482,3 +482,28 @@ func TestHairpinByDefault(t *testing.T) {
 		t.Fatalf("pod's bridge port without hairpin:\n%s", out)
 	}
 }
+
+// TestCheckSeesTheNodeSide: CHECK fails when the pod is cut off on the
+// node's side (its veth end taken off the bridge, or the bridge without its
+// gateway), not only when the pod's own interface changed.
+func TestCheckSeesTheNodeSide(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	pod := c.tp.PodNS(t, "a")
+	n.add(t, pod)
+	if out, err := n.cnitool(t, "check", pod); err != nil {
+		t.Fatalf("CHECK of a healthy pod: %v %s", err, out)
+	}
+	port := strings.Fields(n.Run(t, "ip", "-o", "link", "show", "master", "weft0"))[1]
+	port = strings.TrimSuffix(strings.Split(port, "@")[0], ":")
+	n.Run(t, "ip", "link", "set", port, "nomaster")
+	if out, err := n.cnitool(t, "check", pod); err == nil || !strings.Contains(err.Error()+out, "not a port of weft0") {
+		t.Errorf("CHECK with the pod's veth off the bridge: %v %s, want it to fail naming weft0", err, out)
+	}
+	n.Run(t, "ip", "link", "set", port, "master", "weft0")
+	gw := n.subnet(t).Addr().Next().String() + "/" + fmt.Sprint(n.subnet(t).Bits())
+	n.Run(t, "ip", "addr", "del", gw, "dev", "weft0")
+	if out, err := n.cnitool(t, "check", pod); err == nil || !strings.Contains(err.Error()+out, "gateway") {
+		t.Errorf("CHECK with the gateway gone from the bridge: %v %s, want it to fail", err, out)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ip"
@@ -97,11 +98,22 @@ func Detach(netnsPath, ifName string) error {
 }
 
 // Check verifies that the pod's interface still has prev's addresses and
-// that prev's routes are present.
-func Check(podNS ns.NetNS, ifName string, prev *current.Result) error {
-	return podNS.Do(func(ns.NetNS) error {
-		if _, err := netlink.LinkByName(ifName); err != nil {
+// that prev's routes are present, and on the node that its veth's other end
+// is an up port of bridge, which holds the gateway: a pod cut off on the
+// node's side fails CHECK too.
+func Check(podNS ns.NetNS, ifName string, prev *current.Result, bridge string) error {
+	var peer int
+	err := podNS.Do(func(ns.NetNS) error {
+		link, err := netlink.LinkByName(ifName)
+		if err != nil {
 			return fmt.Errorf("pod interface %s: %w", ifName, err)
+		}
+		veth, ok := link.(*netlink.Veth)
+		if !ok {
+			return fmt.Errorf("pod interface %s is a %s, not a veth", ifName, link.Type())
+		}
+		if peer, err = netlink.VethPeerIndex(veth); err != nil {
+			return fmt.Errorf("pod interface %s: finding its node end: %w", ifName, err)
 		}
 		if err := ip.ValidateExpectedInterfaceIPs(ifName, prev.IPs); err != nil {
 			return fmt.Errorf("pod interface %s: %w", ifName, err)
@@ -111,4 +123,43 @@ func Check(podNS ns.NetNS, ifName string, prev *current.Result) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return checkPort(peer, bridge, prev)
+}
+
+// checkPort verifies the node's end of a pod's veth: up, a port of bridge,
+// and bridge up with prev's gateway.
+func checkPort(index int, bridge string, prev *current.Result) error {
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", bridge, err)
+	}
+	port, err := netlink.LinkByIndex(index)
+	if err != nil {
+		return fmt.Errorf("the pod's veth end on the node (ifindex %d): %w", index, err)
+	}
+	name := port.Attrs().Name
+	switch {
+	case port.Attrs().MasterIndex != br.Attrs().Index:
+		return fmt.Errorf("%s, the pod's veth end on the node, is not a port of %s", name, bridge)
+	case port.Attrs().Flags&net.FlagUp == 0:
+		return fmt.Errorf("%s, the pod's veth end on the node, is down", name)
+	case br.Attrs().Flags&net.FlagUp == 0:
+		return fmt.Errorf("bridge %s is down", bridge)
+	}
+	addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", bridge, err)
+	}
+	for _, ipc := range prev.IPs {
+		if ipc.Gateway == nil {
+			continue
+		}
+		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IP.Equal(ipc.Gateway) }) {
+			return fmt.Errorf("bridge %s does not hold the gateway %s", bridge, ipc.Gateway)
+		}
+	}
+	return nil
 }

@@ -48,7 +48,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_NETNS %q is not a usable network namespace", args.Netns), err.Error())
 	}
 	defer podNS.Close()
-	if err := podnet.Check(podNS, args.IfName, prev); err != nil {
+	if err := podnet.Check(podNS, args.IfName, prev, conf.Bridge); err != nil {
 		return cnierr.Classify(err)
 	}
 	ctx, cancel := callContext()
