@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -82,17 +83,18 @@ type acquisition struct {
 }
 
 func (a *acquisition) try(ctx context.Context) (*Lease, error) {
-	leases, _, err := a.s.list(ctx)
+	listed, err := a.s.listAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("acquiring a subnet: %w", err)
 	}
-	if leases, err = a.dropMisfits(ctx, leases); err != nil {
+	leases, err := a.dropMisfits(ctx, listed.leases)
+	if err != nil {
 		return nil, err
 	}
 	if own := a.own(leases); own != nil {
 		return a.reuse(ctx, *own)
 	}
-	subnet, err := a.pick(leases)
+	subnet, err := a.pick(leases, listed.unreadable)
 	if err != nil {
 		return nil, err
 	}
@@ -193,11 +195,21 @@ func (a *acquisition) reuse(ctx context.Context, own Lease) (*Lease, error) {
 	return &own, nil
 }
 
-// pick chooses the subnet to create: opt.Prefer if free, else a random free one.
-func (a *acquisition) pick(leases []Lease) (netip.Prefix, error) {
-	held := newHeldSet(leases, a.cfg.SubnetLen)
-	if p := a.opt.Prefer; p.IsValid() && a.cfg.Contains(p) && !held.overlaps(p) {
-		return p, nil
+// pick chooses the subnet to create: opt.Prefer if free, else a random free
+// one. The subnets of unreadable keys are held too.
+func (a *acquisition) pick(leases []Lease, unreadable []unreadableKey) (netip.Prefix, error) {
+	held := newHeldSet(a.cfg.SubnetLen)
+	for _, l := range leases {
+		held.add(l.Subnet)
+	}
+	for _, u := range unreadable {
+		held.add(u.subnet)
+	}
+	if p := a.opt.Prefer; p.IsValid() && a.cfg.Contains(p) {
+		if !held.overlaps(p) {
+			return p, nil
+		}
+		a.warnUnreadable(p, unreadable)
 	}
 	var chosen netip.Prefix
 	free := 0
@@ -211,10 +223,34 @@ func (a *acquisition) pick(leases []Lease) (netip.Prefix, error) {
 		}
 	}
 	if free == 0 {
-		return netip.Prefix{}, fmt.Errorf("acquiring a subnet for %s: all %d subnets /%d of network %s (%s..%s) are held: %w",
-			a.attrs.PublicIP, a.cfg.Count(), a.cfg.SubnetLen, a.cfg.Network, a.cfg.SubnetMin, a.cfg.SubnetMax, ErrNoFreeSubnet)
+		return netip.Prefix{}, fmt.Errorf("acquiring a subnet for %s: all %d subnets /%d of network %s (%s..%s) are held%s: %w",
+			a.attrs.PublicIP, a.cfg.Count(), a.cfg.SubnetLen, a.cfg.Network, a.cfg.SubnetMin, a.cfg.SubnetMax,
+			describeUnreadable(unreadable), ErrNoFreeSubnet)
 	}
 	return chosen, nil
+}
+
+// warnUnreadable says when the preferred subnet p is passed over because of
+// an unreadable key, which an operator can fix.
+func (a *acquisition) warnUnreadable(p netip.Prefix, unreadable []unreadableKey) {
+	for _, u := range unreadable {
+		if u.subnet.Overlaps(p) {
+			a.s.log.Warn("the preferred subnet is held by a key whose value cannot be decoded; taking another: fix or delete the key",
+				"subnet", p, "key", u.key)
+		}
+	}
+}
+
+// describeUnreadable names the unreadable keys for an error, if any.
+func describeUnreadable(unreadable []unreadableKey) string {
+	if len(unreadable) == 0 {
+		return ""
+	}
+	keys := make([]string, len(unreadable))
+	for i, u := range unreadable {
+		keys[i] = u.key
+	}
+	return fmt.Sprintf(" (%d of them by keys whose value cannot be decoded: %s)", len(keys), strings.Join(keys, ", "))
 }
 
 // create writes the key of subnet if it does not exist, then checks, in the
@@ -242,7 +278,7 @@ func (a *acquisition) create(ctx context.Context, subnet netip.Prefix) (*Lease, 
 	}
 	a.grantUsed = a.opt.TTL > 0
 	l.ModRevision, l.createRevision = resp.Header.Revision, resp.Header.Revision
-	snapshot := a.s.decodeAll(resp.Responses[1].GetResponseRange().GetKvs())
+	snapshot := a.s.decodeAll(resp.Responses[1].GetResponseRange().GetKvs()).leases
 	if first := a.own(snapshot); first == nil || first.key == l.key {
 		return &l, nil
 	}
@@ -280,22 +316,23 @@ func (a *acquisition) revokeUnused(ctx context.Context) {
 	}
 }
 
-// heldSet answers whether a candidate subnet overlaps a listed lease.
+// heldSet answers whether a candidate subnet overlaps a held one.
 type heldSet struct {
-	exact map[netip.Prefix]bool // leases of the config's subnet length
-	other []netip.Prefix        // leases of another length (config changed)
+	subnetLen int
+	exact     map[netip.Prefix]bool // held subnets of the config's length
+	other     []netip.Prefix        // held subnets of another length (config changed)
 }
 
-func newHeldSet(leases []Lease, subnetLen int) heldSet {
-	h := heldSet{exact: make(map[netip.Prefix]bool, len(leases))}
-	for _, l := range leases {
-		if l.Subnet.Bits() == subnetLen {
-			h.exact[l.Subnet] = true
-		} else {
-			h.other = append(h.other, l.Subnet)
-		}
+func newHeldSet(subnetLen int) heldSet {
+	return heldSet{subnetLen: subnetLen, exact: map[netip.Prefix]bool{}}
+}
+
+func (h *heldSet) add(p netip.Prefix) {
+	if p.Bits() == h.subnetLen {
+		h.exact[p] = true
+	} else {
+		h.other = append(h.other, p)
 	}
-	return h
 }
 
 func (h heldSet) overlaps(p netip.Prefix) bool {

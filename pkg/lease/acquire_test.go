@@ -1,8 +1,10 @@
 package lease
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -370,5 +372,39 @@ func TestAcquireKeepsFlannelFields(t *testing.T) {
 	again, err := s.Acquire(ctx, cfg, ours, AcquireOptions{})
 	if err != nil || again.ModRevision != resp.Kvs[0].ModRevision {
 		t.Errorf("Acquire again = %+v, %v; want the value at revision %d untouched", again, err, resp.Kvs[0].ModRevision)
+	}
+}
+
+// TestAcquireUnreadableKeyIsHeld: a key whose name is a subnet but whose
+// value does not decode (a hand-written reservation with a typo) is never
+// offered nor overwritten, even when the node prefers its subnet, and a
+// full network's error names it.
+func TestAcquireUnreadableKeyIsHeld(t *testing.T) {
+	var logs bytes.Buffer
+	s := NewStore(newClient(t), testPrefix(t), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	ctx := testCtx(t)
+	cfg := putConfig(t, s, threeSubnets)
+	typo := netip.MustParsePrefix("10.10.1.0/24")
+	key, value := SubnetKey(s.Prefix(), typo), `{"PublicIP":"10.4.7.99",`
+	put, err := s.cli.Put(ctx, key, value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []string{"10.4.7.21", "10.4.7.22"} {
+		l, err := s.Acquire(ctx, cfg, hostGW(ip), AcquireOptions{Prefer: typo})
+		if err != nil || l.Subnet == typo {
+			t.Fatalf("Acquire(%s, Prefer %s) = %v, %v; want another subnet", ip, typo, l, err)
+		}
+	}
+	if !strings.Contains(logs.String(), "held by a key whose value cannot be decoded") || !strings.Contains(logs.String(), key) {
+		t.Errorf("no warning naming %s:\n%s", key, logs.String())
+	}
+	_, err = s.Acquire(ctx, cfg, hostGW("10.4.7.23"), AcquireOptions{})
+	if !errors.Is(err, ErrNoFreeSubnet) || !strings.Contains(err.Error(), key) {
+		t.Fatalf("Acquire with every subnet held = %v, want ErrNoFreeSubnet naming %s", err, key)
+	}
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != value || resp.Kvs[0].ModRevision != put.Header.Revision {
+		t.Fatalf("the unreadable key was changed: %v, %v", resp, err)
 	}
 }

@@ -137,26 +137,62 @@ func (s *Store) ListWithoutExpiry(ctx context.Context) ([]Lease, int64, error) {
 
 // list is List without expirations, which cost one round trip per etcd lease.
 func (s *Store) list(ctx context.Context) ([]Lease, int64, error) {
+	l, err := s.listAll(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	return l.leases, l.rev, nil
+}
+
+// listing is one read of the subnet keys.
+type listing struct {
+	leases []Lease
+	// unreadable are keys whose name is a subnet but whose value does not
+	// decode (a hand-written reservation with a typo, say). Someone holds
+	// the subnet, though weft cannot tell who: it is never routed, never
+	// given out.
+	unreadable []unreadableKey
+	rev        int64
+}
+
+type unreadableKey struct {
+	subnet netip.Prefix
+	key    string
+}
+
+// listAll is list with the unreadable keys.
+func (s *Store) listAll(ctx context.Context) (listing, error) {
 	dir := subnetsDir(s.prefix)
 	resp, err := s.cli.Get(ctx, dir, clientv3.WithPrefix())
 	if err != nil {
-		return nil, 0, fmt.Errorf("listing %s: %w", dir, err)
+		return listing{}, fmt.Errorf("listing %s: %w", dir, err)
 	}
-	return s.decodeAll(resp.Kvs), resp.Header.Revision, nil
+	l := s.decodeAll(resp.Kvs)
+	l.rev = resp.Header.Revision
+	return l, nil
 }
 
-func (s *Store) decodeAll(kvs []*mvccpb.KeyValue) []Lease {
-	leases := make([]Lease, 0, len(kvs))
+// decodeAll decodes kvs, skipping malformed keys with a warning; those whose
+// name is a subnet are kept as unreadable.
+func (s *Store) decodeAll(kvs []*mvccpb.KeyValue) listing {
+	out := listing{leases: make([]Lease, 0, len(kvs))}
 	for _, kv := range kvs {
 		l, err := decodeKV(kv)
-		if err != nil {
+		if err == nil {
+			out.leases = append(out.leases, l)
+			continue
+		}
+		subnet, kerr := ParseSubnetKey(string(kv.Key))
+		if kerr != nil {
 			s.log.Warn("skipping malformed subnet lease", "key", string(kv.Key), "error", err)
 			continue
 		}
-		leases = append(leases, l)
+		s.log.Warn("skipping malformed subnet lease; its subnet counts as held and is never given out: fix or delete the key",
+			"key", string(kv.Key), "subnet", subnet, "error", err)
+		out.unreadable = append(out.unreadable, unreadableKey{subnet: subnet, key: string(kv.Key)})
 	}
-	slices.SortFunc(leases, func(a, b Lease) int { return compareLeases(&a, &b) })
-	return leases
+	slices.SortFunc(out.leases, func(a, b Lease) int { return compareLeases(&a, &b) })
+	return out
 }
 
 func compareLeases(a, b *Lease) int {

@@ -83,6 +83,11 @@ func TestListSkipsMalformedAndSorts(t *testing.T) {
 	if n := strings.Count(logs.String(), "skipping malformed"); n != 2 {
 		t.Errorf("%d warnings, want 2:\n%s", n, logs.String())
 	}
+	// The key whose name is a subnet still holds it.
+	all, err := s.listAll(ctx)
+	if err != nil || len(all.unreadable) != 1 || all.unreadable[0].subnet != netip.MustParsePrefix("172.7.9.0/24") || all.unreadable[0].key != dir+"172.7.9.0-24" {
+		t.Errorf("listAll unreadable = %+v, %v; want 172.7.9.0/24 only", all.unreadable, err)
+	}
 }
 
 func TestGetAndFindByPublicIP(t *testing.T) {
