@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
 	"time"
 
@@ -67,6 +68,12 @@ func loadConf(stdin []byte) (*NetConf, error) {
 		if err != nil {
 			return nil, cnierr.Classify(err)
 		}
+		// In-process, the IPAM works on the node the plugin set up: a node
+		// setting of its own would be silently ignored.
+		if key := differingNodeSetting(conf.Config, ipamConf.Config); key != "" {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("ipam.%s differs from the plugin's %s: weft-ipam inside weft uses the plugin's node settings, set it once at the top level", key, key), "")
+		}
 		// A store wiped while pods run learns their addresses from their
 		// veths' marks before it hands any out, and GC keeps those.
 		ipamConf.Live = func() (map[ipam.Attachment]netip.Addr, error) { return podnet.Live(conf.Bridge) }
@@ -114,4 +121,18 @@ func validArgs(containerID, ifName string) error {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
 	}
 	return nil
+}
+
+// differingNodeSetting names (by its JSON key) the first node setting in
+// which the ipam section's config, inherited from the plugin's, differs.
+func differingNodeSetting(plugin, ipamSection nodelease.Config) string {
+	a, b := reflect.ValueOf(plugin), reflect.ValueOf(ipamSection)
+	for i := range a.NumField() {
+		field := a.Type().Field(i)
+		if field.IsExported() && !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
+			key, _, _ := strings.Cut(field.Tag.Get("json"), ",")
+			return key
+		}
+	}
+	return ""
 }

@@ -159,6 +159,8 @@ func TestBadRequests(t *testing.T) {
 		{"ADD with relative ipam dataDir", add, st.conf("", `"dataDir":"x"`), 7},
 		{"ADD with relative ipam subnetFile", add, st.conf("", `"subnetFile":"run/subnet.env"`), 7},
 		{"ADD with bad ipam publicIP", add, st.conf("", `"publicIP":"nope"`), 7},
+		{"ipam subnetFile other than the plugin's", add, st.conf("", `"subnetFile":"/run/other/subnet.env"`), 7},
+		{"ipam etcdPrefix other than the plugin's", add, st.conf("", `"etcdPrefix":"/other"`), 7},
 		{"GC with relative ipam dataDir", env("GC", "", "", ""), st.conf("", `"dataDir":"x"`), 7},
 		// prevResult that does not match the pod.
 		{"CHECK prevResult for a missing interface", clitest.Override(env("CHECK", "keep", "/proc/self/ns/net", "eth0")),
