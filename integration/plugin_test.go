@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -505,5 +506,41 @@ func TestCheckSeesTheNodeSide(t *testing.T) {
 	n.Run(t, "ip", "addr", "del", gw, "dev", "weft0")
 	if out, err := n.cnitool(t, "check", pod); err == nil || !strings.Contains(err.Error()+out, "gateway") {
 		t.Errorf("CHECK with the gateway gone from the bridge: %v %s, want it to fail", err, out)
+	}
+}
+
+// TestLegacyIptablesFastPath: on a node whose iptables is iptables-legacy,
+// an ADD on a set-up node starts no iptables process (the rules cannot be
+// read in-process as with nf_tables; the daemon's check keeps them), while
+// the first ADD does set the rules up through iptables-legacy.
+func TestLegacyIptablesFastPath(t *testing.T) {
+	if _, err := exec.LookPath("iptables-legacy"); err != nil {
+		t.Skip("iptables-legacy not installed")
+	}
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, map[string]any{"peerSyncInterval": 60})
+	wrappers, calls := t.TempDir(), filepath.Join(t.TempDir(), "calls")
+	for _, name := range []string{"iptables", "iptables-save", "iptables-restore"} {
+		legacy := strings.Replace(name, "iptables", "iptables-legacy", 1)
+		script := fmt.Sprintf("#!/bin/sh\necho %s \"$@\" >>%s\nexec %s \"$@\"\n", name, calls, legacy)
+		if err := os.WriteFile(filepath.Join(wrappers, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := "PATH=" + wrappers + ":" + os.Getenv("PATH")
+	if out, err := n.cnitool(t, "add", c.tp.PodNS(t, "first"), path); err != nil {
+		t.Fatalf("first ADD: %v %s", err, out)
+	}
+	if out := n.Run(t, "iptables-legacy", "-t", "nat", "-S", "POSTROUTING"); !strings.Contains(out, "-j WEFT-POSTRTG") {
+		t.Fatalf("first ADD left no legacy nat jump:\n%s", out)
+	}
+	if err := os.Remove(calls); err != nil {
+		t.Fatalf("the first ADD ran no iptables (wrappers not used?): %v", err)
+	}
+	if out, err := n.cnitool(t, "add", c.tp.PodNS(t, "second"), path); err != nil {
+		t.Fatalf("second ADD: %v %s", err, out)
+	}
+	if data, err := os.ReadFile(calls); err == nil {
+		t.Errorf("an ADD on a set-up legacy node ran iptables:\n%s", data)
 	}
 }

@@ -124,7 +124,9 @@ func hasDefaultRoute(result *current.Result) bool {
 func prepareNode(ctx context.Context, conf *NetConf) (*subnetfile.File, netlink.Link, error) {
 	if file, err := nodelease.Current(&conf.Config); err == nil {
 		link, ready := hostnet.Ready(conf.Bridge, file, conf.peerSync(), time.Now())
-		if ready && masq.JumpsInPlace() { // in-process netlink reads: no iptables process
+		// In-process reads, no iptables process. With iptables-legacy the
+		// rules cannot be read so; the daemon's check repairs them.
+		if ready && (masq.JumpsInPlace() || masq.LegacyNATInUse()) {
 			return file, link, nil
 		}
 	}
