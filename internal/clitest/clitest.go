@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -26,6 +27,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/weft-cni/weft/internal/etcdembed"
 	"github.com/weft-cni/weft/internal/nstest"
+	"github.com/weft-cni/weft/pkg/ipamcni"
+	"github.com/weft-cni/weft/pkg/subnetfile"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 )
@@ -291,10 +294,14 @@ func (s *Sandbox) Etcd(t *testing.T, network string) (endpoints []string, revisi
 func (s *Sandbox) Unchanged(t *testing.T, dir string, revision func() int64) (check func(*testing.T)) {
 	t.Helper()
 	files, kernel, rev := Snapshot(t, dir), s.Kernel(t), revision()
+	defaults := hostDefaults(t)
 	return func(t *testing.T) {
 		t.Helper()
 		if after := Snapshot(t, dir); !maps.Equal(files, after) {
 			t.Errorf("state changed on disk:\nbefore %v\nafter  %v", Lines(files), Lines(after))
+		}
+		if after := hostDefaults(t); !maps.Equal(defaults, after) {
+			t.Errorf("state changed in the plugins' default paths on the host:\nbefore %v\nafter  %v", Lines(defaults), Lines(after))
 		}
 		if after := s.Kernel(t); after != kernel {
 			t.Errorf("state changed in the kernel:\nbefore\n%s\nafter\n%s", kernel, after)
@@ -303,6 +310,22 @@ func (s *Sandbox) Unchanged(t *testing.T, dir string, revision func() int64) (ch
 			t.Errorf("etcd changed: revision %d -> %d", rev, after)
 		}
 	}
+}
+
+// hostDefaults describes the plugins' default paths on the host (subnet
+// file and lock, IPAM store): a request that skipped validation would fall
+// back to them, outside the test's directory.
+func hostDefaults(t testing.TB) map[string]string {
+	t.Helper()
+	snap := map[string]string{}
+	for _, dir := range []string{filepath.Dir(subnetfile.DefaultPath), ipamcni.DefaultDataDir} {
+		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+			snap[dir] = "absent"
+			continue
+		}
+		maps.Copy(snap, Snapshot(t, dir))
+	}
+	return snap
 }
 
 // CNIError is the error object of the CNI spec, as a plugin prints it.
