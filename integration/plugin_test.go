@@ -201,9 +201,27 @@ func TestLeaseRace(t *testing.T) {
 		t.Errorf("%d leases in etcd, want 3: %v", len(leases), leases)
 	}
 	fourth := c.node(t, "node24", netip.MustParsePrefix("10.4.7.24/24"), nil)
-	_, err := fourth.cnitool(t, "add", c.tp.PodNS(t, "node24"))
+	refused := c.tp.PodNS(t, "node24")
+	_, err := fourth.cnitool(t, "add", refused)
 	if err == nil || !strings.Contains(err.Error(), "no free subnet") {
 		t.Errorf("fourth node: err %v, want no free subnet", err)
+	}
+	// The refusal changed nothing: no lease, subnet file, bridge, rules or
+	// pod interface.
+	if leases := c.leases(t); len(leases) != 3 {
+		t.Errorf("%d leases in etcd after the refused ADD, want 3: %v", len(leases), leases)
+	}
+	if _, err := os.Stat(filepath.Join(fourth.dir, "subnet.env")); !os.IsNotExist(err) {
+		t.Errorf("the refused ADD left a subnet file (stat: %v)", err)
+	}
+	if _, err := fourth.Try("ip", "link", "show", "weft0"); err == nil {
+		t.Error("the refused ADD created the bridge")
+	}
+	if rules := fourth.Run(t, "iptables-save"); strings.Contains(rules, "WEFT") {
+		t.Errorf("the refused ADD installed rules:\n%s", rules)
+	}
+	if _, err := TryIn(refused, "ip", "link", "show", "eth0"); err == nil {
+		t.Error("the refused ADD left an eth0 in the pod")
 	}
 	if out, err := fourth.cnitool(t, "status", c.tp.PodNS(t, "status")); err == nil {
 		t.Errorf("STATUS on a node that cannot get a lease passed: %s", out)
