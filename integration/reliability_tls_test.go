@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -66,6 +68,12 @@ func TestReliabilityEtcdTLS(t *testing.T) {
 			}
 			if n.allocations(t) != 0 {
 				t.Error("an address was allocated")
+			}
+			if _, err := os.Stat(filepath.Join(n.dir, "subnet.env")); !os.IsNotExist(err) {
+				t.Errorf("the refused ADD left a subnet file (stat: %v)", err)
+			}
+			if _, err := n.Try("ip", "link", "show", "weft0"); err == nil {
+				t.Error("the refused ADD created the bridge")
 			}
 		})
 	}
