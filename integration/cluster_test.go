@@ -102,7 +102,9 @@ func cniPath(t testing.TB) string {
 }
 
 // cnitool runs `cnitool VERB weft POD` in the node, as a runtime would: one
-// process per call, the plugins in the node's namespace.
+// process per call, the plugins in the node's namespace. cnitool caches
+// each ADD's result on the host until the DEL; PodNS's cleanup removes
+// what is left.
 func (n *node) cnitool(t testing.TB, verb, pod string, env ...string) (string, error) {
 	args := append([]string{"env", "CNI_PATH=" + cniPath(t), "NETCONFPATH=" + n.confDir()}, env...)
 	args = append(args, Bin(t, "cnitool"), verb, "weft", pod)

@@ -184,19 +184,45 @@ func (tp *Topology) Router(name string, a *Segment, addrA netip.Prefix, b *Segme
 
 // PodNS creates an empty namespace <Prefix>pod-<name> (lo up) and returns
 // its path, /var/run/netns/<Prefix>pod-<name>. It is removed when t's
-// cleanup runs (or the topology's, whichever comes first).
+// cleanup runs (or the topology's, whichever comes first), and so are the
+// results cnitool cached for it on the host (forgetCNIResults).
 func (tp *Topology) PodNS(t testing.TB, name string) string {
 	t.Helper()
 	ns := tp.addNS(t, "pod-"+name)
 	tp.mu.Lock()
 	tp.pods = append(tp.pods, ns)
 	tp.mu.Unlock()
+	path := filepath.Join(netnsDir, ns)
 	t.Cleanup(func() {
-		if err := deleteNS(ns); err != nil {
+		if err := errors.Join(deleteNS(ns), forgetCNIResults(path)); err != nil {
 			t.Errorf("removing pod namespace: %v", err)
 		}
 	})
-	return filepath.Join(netnsDir, ns)
+	return path
+}
+
+// cniResultsDir is where cnitool caches the result of each ADD until its
+// DEL: libcni's default cache dir, on the host, shared by every test and
+// runtime of the machine (cnitool v1.3.0 has no option to move it).
+const cniResultsDir = "/var/lib/cni/results"
+
+// forgetCNIResults removes the results cnitool cached for the namespace at
+// path, <network>-<cnitoolID(path)>-<ifname>: a pod whose namespace goes
+// without a DEL (most tests end so) would leave them on the host for good.
+// It is for cleanups only: a DEL of a pod whose namespace is gone, as a
+// runtime makes after a reboot, reads its cached result.
+func forgetCNIResults(path string) error {
+	files, err := filepath.Glob(filepath.Join(cniResultsDir, "*-"+cnitoolID(path)+"-*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range files {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("removing cached CNI result: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // StartEtcd runs bin/weft-devetcd in h, serving on http://<h's IP>:2379
@@ -344,7 +370,8 @@ func listNS(prefix string) ([]string, error) {
 }
 
 // teardownPrefix removes every namespace starting with prefix, killing the
-// processes inside first, and checks that none is left.
+// processes inside first, and the results cnitool cached for them (a host
+// namespace may serve as a pod's), and checks that none is left.
 func teardownPrefix(prefix string) error {
 	names, err := listNS(prefix)
 	if err != nil {
@@ -352,7 +379,7 @@ func teardownPrefix(prefix string) error {
 	}
 	var errs []error
 	for _, ns := range names {
-		errs = append(errs, deleteNS(ns))
+		errs = append(errs, deleteNS(ns), forgetCNIResults(filepath.Join(netnsDir, ns)))
 	}
 	if left, err := listNS(prefix); err != nil || len(left) > 0 {
 		errs = append(errs, err, fmt.Errorf("namespaces left: %v", left))
