@@ -198,8 +198,14 @@ func (f *fakeStore) NetworkConfig(context.Context) (*netconf.Config, error) {
 	return f.network, nil
 }
 
-func (f *fakeStore) List(ctx context.Context) ([]lease.Lease, int64, error) {
-	return f.ListWithoutExpiry(ctx)
+// FillExpiration is a no-op: the fake's leases carry their expiry.
+func (f *fakeStore) FillExpiration(context.Context, *lease.Lease) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return errDown
+	}
+	return nil
 }
 
 func (f *fakeStore) ListWithoutExpiry(context.Context) ([]lease.Lease, int64, error) {

@@ -24,7 +24,8 @@ const statusTimeout = 5 * time.Second
 // StatusStore is what `weft status` reads from etcd.
 type StatusStore interface {
 	NetworkConfig(ctx context.Context) (*netconf.Config, error)
-	List(ctx context.Context) ([]lease.Lease, int64, error)
+	ListWithoutExpiry(ctx context.Context) ([]lease.Lease, int64, error)
+	FillExpiration(ctx context.Context, l *lease.Lease) error
 }
 
 // StatusDeps are the seams `weft status` looks through.
@@ -159,7 +160,9 @@ func statusLease(ctx context.Context, r *Report, cfg *Config, deps StatusDeps, i
 		return network, nil, nil
 	}
 	network = nc
-	leases, _, err := deps.Store.List(ctx)
+	// One round trip for the list and one for the node's own expiry, however
+	// large the cluster.
+	leases, _, err := deps.Store.ListWithoutExpiry(ctx)
 	if err != nil {
 		r.add(false, "etcd", "listing leases: %v", err)
 		return network, nil, nil
@@ -168,11 +171,11 @@ func statusLease(ctx context.Context, r *Report, cfg *Config, deps StatusDeps, i
 	if !id.PublicIP.IsValid() {
 		return network, nil, leases
 	}
-	var own *lease.Lease
-	for i := range leases {
-		if leases[i].Attrs.PublicIP == id.PublicIP && nc.Contains(leases[i].Subnet) {
-			own = &leases[i]
-			break
+	own := lease.Own(leases, id.PublicIP, nc) // the one the daemon keeps
+	if own != nil {
+		if err := deps.Store.FillExpiration(ctx, own); err != nil {
+			r.add(false, "lease", "%s for %s: reading its expiry: %v", own.Subnet, id.PublicIP, err)
+			return network, own, leases
 		}
 	}
 	switch {

@@ -103,9 +103,7 @@ func (a *acquisition) try(ctx context.Context) (*Lease, error) {
 
 // own returns the node's oldest lease in the network, or nil.
 func (a *acquisition) own(leases []Lease) *Lease {
-	return oldest(leases, func(l *Lease) bool {
-		return l.Attrs.PublicIP == a.attrs.PublicIP && a.cfg.Contains(l.Subnet)
-	})
+	return Own(leases, a.attrs.PublicIP, a.cfg)
 }
 
 // dropMisfits deletes the node's leases that the network config no longer

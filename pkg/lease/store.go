@@ -300,6 +300,26 @@ func (s *Store) FindByPublicIP(ctx context.Context, ip netip.Addr) (*Lease, erro
 }
 
 // oldest returns the earliest created lease matching keep, or nil.
+// Own returns the lease Acquire would reuse for the node at publicIP: its
+// oldest lease inside network, or nil.
+func Own(leases []Lease, publicIP netip.Addr, network *netconf.Config) *Lease {
+	return oldest(leases, func(l *Lease) bool { return l.Attrs.PublicIP == publicIP && network.Contains(l.Subnet) })
+}
+
+// FillExpiration sets l.Expiration from its etcd lease (one round trip; none
+// for a reservation), for a caller that listed without expiry.
+func (s *Store) FillExpiration(ctx context.Context, l *Lease) error {
+	if l.EtcdLease == 0 {
+		return nil
+	}
+	exp, _, err := s.expiration(ctx, l.EtcdLease)
+	if err != nil {
+		return err
+	}
+	l.Expiration = exp
+	return nil
+}
+
 func oldest(leases []Lease, keep func(*Lease) bool) *Lease {
 	var best *Lease
 	for i := range leases {

@@ -168,3 +168,42 @@ func TestReleaseRevokesEtcdLease(t *testing.T) {
 		t.Errorf("etcd lease after Release: alive %v, %v", alive, err)
 	}
 }
+
+// TestOwnAndFillExpiration: Own picks the lease Acquire reuses (the node's
+// oldest, not the lowest subnet), and FillExpiration gives a lease listed
+// without expiry the one List would show.
+func TestOwnAndFillExpiration(t *testing.T) {
+	s, ctx := newStore(t), testCtx(t)
+	cfg := putConfig(t, s, seedConfig)
+	for _, k := range []string{"172.7.99.0-24", "172.7.21.0-24"} { // 99 first: the older
+		if _, err := s.cli.Put(ctx, s.Prefix()+"/subnets/"+k, `{"PublicIP":"10.4.7.21","BackendType":"host-gw"}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leases, _, err := s.ListWithoutExpiry(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := Own(leases, netip.MustParseAddr("10.4.7.21"), cfg)
+	if own == nil || own.Subnet != netip.MustParsePrefix("172.7.99.0/24") {
+		t.Fatalf("Own = %v, want the older 172.7.99.0/24", own)
+	}
+	reused, err := s.Acquire(ctx, cfg, hostGW("10.4.7.21"), AcquireOptions{TTL: time.Hour})
+	if err != nil || reused.Subnet != own.Subnet {
+		t.Fatalf("Acquire reused %v (%v), Own said %s", reused, err, own.Subnet)
+	}
+	leases, _, err = s.ListWithoutExpiry(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own = Own(leases, netip.MustParseAddr("10.4.7.21"), cfg)
+	if !own.Expiration.IsZero() {
+		t.Fatalf("listed without expiry, yet Expiration %v", own.Expiration)
+	}
+	if err := s.FillExpiration(ctx, own); err != nil {
+		t.Fatal(err)
+	}
+	if d := own.Expiration.Sub(reused.Expiration); d < -5*time.Second || d > 5*time.Second {
+		t.Errorf("FillExpiration gave %v, the lease expires at %v", own.Expiration, reused.Expiration)
+	}
+}
