@@ -106,7 +106,7 @@ func (k *keeper) acquire(ctx context.Context) (*netconf.Config, *lease.Lease, er
 		return nil, nil, fmt.Errorf("acquiring a subnet of %s for %s: %w", network.Network, k.publicIP, err)
 	}
 	if prefer.IsValid() && own.Subnet != prefer {
-		k.log.Warn("the subnet this node held is leased to another node; pods still using it need restarting",
+		k.log.Warn("the subnet this node held is not available to it any more (leased to another node, outside the network config, or its key unreadable; see the lease log); pods still using it need restarting",
 			"previous_subnet", prefer, "subnet", own.Subnet, "public_ip", k.publicIP)
 	}
 	return network, own, nil
