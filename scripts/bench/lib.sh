@@ -112,3 +112,23 @@ write_report() {
 		echo "bench: wrote $OUT"
 	fi
 }
+
+# forget_cni_results: remove the results cnitool cached on the host for the
+# namespaces of this run. cnitool (libcni's default cache dir, which it
+# cannot move) writes /var/lib/cni/results/<network>-<container ID>-<ifname>
+# at each ADD and removes it only at DEL; pods whose namespace goes without
+# a DEL (the data-plane pods, an interrupted section) would leave theirs
+# behind for good. The container ID is cnitool-<the first 10 bytes of the
+# SHA-512 of the netns path, in hex>, and the bench passes /var/run/netns/NS.
+# Run before topo_down, which removes the namespaces it enumerates.
+forget_cni_results() {
+	local ns id n=0 f
+	for ns in $(topo_list); do
+		id=$(printf '%s' "/var/run/netns/$ns" | sha512sum | cut -c1-20)
+		for f in /var/lib/cni/results/*-cnitool-"$id"-*; do
+			[[ -e $f ]] || continue
+			rm -f -- "$f" && n=$((n + 1))
+		done
+	done
+	echo "removed $n cached CNI results of '$TOPO_PREFIX'"
+}

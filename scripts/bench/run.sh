@@ -159,6 +159,7 @@ on_exit() {
 		local keep=${TMPDIR:-/tmp}/weft-bench-$PREFIX-logs
 		rm -rf "$keep" && cp -r "$TOPO_STATE/logs" "$keep" && echo "logs of the failed run kept in $keep"
 	fi
+	forget_cni_results || rc=1
 	if topo_down; then
 		echo "removed namespaces and processes of '$PREFIX'"
 	else
