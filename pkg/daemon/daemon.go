@@ -221,6 +221,9 @@ func (d *Daemon) onLease(network *netconf.Config, own *lease.Lease, id nodelease
 		attrs = append(attrs, "expires", own.Expiration.Format(time.RFC3339), "lease_id", fmt.Sprintf("%x", int64(own.EtcdLease)))
 	}
 	d.log.Info("holding subnet lease", attrs...)
+	if network.Backend.Defaulted {
+		d.log.Warn(`the network config names no Backend: weft runs host-gw, flanneld would run udp; set "Backend": {"Type": "host-gw"} before flannel and weft nodes share the network`)
+	}
 	kick(d.ruleKick)
 	kick(d.leaseKick)
 }

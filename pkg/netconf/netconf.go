@@ -38,6 +38,10 @@ type Backend struct {
 	Port          int
 	MTU           int
 	DirectRouting bool
+	// Defaulted reports that the config names no backend type: weft runs
+	// host-gw, flanneld would run udp, so flannel nodes in the same cluster
+	// could not reach weft's.
+	Defaulted bool
 }
 
 // Config is a parsed, defaulted and validated network config.
@@ -167,7 +171,7 @@ func (c *Config) bound(name, value string, def subnetAddr) (netip.Addr, error) {
 func parseBackend(raw *rawBackend) (Backend, error) {
 	if raw == nil || raw.Type == "" {
 		// flannel would fall back to udp; weft's default is host-gw.
-		return Backend{Type: BackendHostGW}, nil
+		return Backend{Type: BackendHostGW, Defaulted: true}, nil
 	}
 	b := Backend{Type: strings.ToLower(raw.Type), MTU: raw.MTU, DirectRouting: raw.DirectRouting}
 	switch b.Type {

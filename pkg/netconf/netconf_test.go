@@ -19,14 +19,14 @@ func TestParseDefaults(t *testing.T) {
 		backend   Backend
 	}{
 		{"seed", `{"Network": "172.7.0.0/16", "Backend": {"Type": "host-gw"}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw"}},
-		{"no backend is host-gw", `{"Network": "172.7.0.0/16"}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw"}},
-		{"narrow network gets prefix+2", `{"Network": "10.0.0.0/24"}`, 26, "10.0.0.64", "10.0.0.192", 3, Backend{Type: "host-gw"}},
-		{"/22 gets /24", `{"Network": "10.0.0.0/22"}`, 24, "10.0.1.0", "10.0.3.0", 3, Backend{Type: "host-gw"}},
-		{"host bits masked", `{"Network": "172.7.9.9/16", "SubnetLen": 28}`, 28, "172.7.0.16", "172.7.255.240", 4095, Backend{Type: "host-gw"}},
-		{"explicit bounds", `{"Network": "172.7.0.0/16", "SubnetMin": "172.7.21.0", "SubnetMax": "172.7.23.0"}`, 24, "172.7.21.0", "172.7.23.0", 3, Backend{Type: "host-gw"}},
+		{"no backend is host-gw", `{"Network": "172.7.0.0/16"}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw", Defaulted: true}},
+		{"narrow network gets prefix+2", `{"Network": "10.0.0.0/24"}`, 26, "10.0.0.64", "10.0.0.192", 3, Backend{Type: "host-gw", Defaulted: true}},
+		{"/22 gets /24", `{"Network": "10.0.0.0/22"}`, 24, "10.0.1.0", "10.0.3.0", 3, Backend{Type: "host-gw", Defaulted: true}},
+		{"host bits masked", `{"Network": "172.7.9.9/16", "SubnetLen": 28}`, 28, "172.7.0.16", "172.7.255.240", 4095, Backend{Type: "host-gw", Defaulted: true}},
+		{"explicit bounds", `{"Network": "172.7.0.0/16", "SubnetMin": "172.7.21.0", "SubnetMax": "172.7.23.0"}`, 24, "172.7.21.0", "172.7.23.0", 3, Backend{Type: "host-gw", Defaulted: true}},
 		{"vxlan defaults", `{"Network": "172.7.0.0/16", "Backend": {"Type": "vxlan"}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 1, Port: 8472}},
-		{"IPv6 fields with EnableIPv6 off", `{"Network": "172.7.0.0/16", "EnableIPv4": true, "EnableIPv6": false, "IPv6Network": "fc00::/48"}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw"}},
-		{"IPv6Network alone", `{"Network": "172.7.0.0/16", "IPv6Network": "fc00::/48", "IPv6SubnetLen": 64}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw"}},
+		{"IPv6 fields with EnableIPv6 off", `{"Network": "172.7.0.0/16", "EnableIPv4": true, "EnableIPv6": false, "IPv6Network": "fc00::/48"}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw", Defaulted: true}},
+		{"IPv6Network alone", `{"Network": "172.7.0.0/16", "IPv6Network": "fc00::/48", "IPv6SubnetLen": 64}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw", Defaulted: true}},
 		{"vxlan largest VNI", `{"Network": "172.7.0.0/16", "Backend": {"Type": "vxlan", "VNI": 65535}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 65535, Port: 8472}},
 		{"vxlan explicit", `{"Network": "172.7.0.0/16", "Backend": {"Type": "VXLAN", "VNI": 4, "Port": 4789, "MTU": 1400, "DirectRouting": true}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 4, Port: 4789, MTU: 1400, DirectRouting: true}},
 	}
