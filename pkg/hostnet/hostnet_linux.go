@@ -21,6 +21,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weft-cni/weft/pkg/masq"
+	"github.com/weft-cni/weft/pkg/nldump"
 	"github.com/weft-cni/weft/pkg/route"
 	"github.com/weft-cni/weft/pkg/subnetfile"
 )
@@ -298,9 +299,9 @@ func Inspect(name string) (BridgeState, error) {
 
 // Ports returns the links attached to bridge: a veth per pod.
 func Ports(bridge netlink.Link) ([]netlink.Link, error) {
-	links, err := netlink.LinkList()
+	links, err := nldump.Complete("links", netlink.LinkList) // GC and adoption act on what is missing
 	if err != nil {
-		return nil, fmt.Errorf("listing links: %w", err)
+		return nil, err
 	}
 	return slices.DeleteFunc(links, func(l netlink.Link) bool {
 		return l.Attrs().MasterIndex != bridge.Attrs().Index

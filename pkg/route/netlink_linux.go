@@ -8,6 +8,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weft-cni/weft/pkg/nldump"
 )
 
 // Protocol marks the routes weft programs (rtm_protocol; `ip route` shows
@@ -51,28 +53,13 @@ func (Netlink) List(network netip.Prefix) ([]Route, error) {
 	return routes, nil
 }
 
-// dumpAttempts bounds the retries of a route dump the kernel interrupted
-// because the table changed meanwhile.
-const dumpAttempts = 5
-
-// listMain dumps the main routing table of one family. An interrupted dump
-// may be incomplete; it is retried, and never returned, since Reconcile
-// prunes by what it lists. (netlinksafe would return the partial data; it
-// also needs github.com/pkg/errors, which go.mod does not hold.)
+// listMain dumps the main routing table of one family, retrying a dump the
+// kernel interrupted: Reconcile prunes by what it lists.
 func listMain(family int) ([]netlink.Route, error) {
 	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
-	var err error
-	for range dumpAttempts {
-		var routes []netlink.Route
-		routes, err = netlink.RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			if err != nil {
-				return nil, fmt.Errorf("netlink route list: %w", err)
-			}
-			return routes, nil
-		}
-	}
-	return nil, fmt.Errorf("netlink route list: interrupted %d times: %w", dumpAttempts, err)
+	return nldump.Complete("routes", func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE)
+	})
 }
 
 // Replace adds r, or replaces the main-table route to r.Dst.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/weft-cni/weft/pkg/lease"
 	"github.com/weft-cni/weft/pkg/netconf"
+	"github.com/weft-cni/weft/pkg/nldump"
 )
 
 // Node is this node's side of the vxlan backend.
@@ -159,7 +160,7 @@ func (d Device) create() (netlink.Link, error) {
 // holder names another vxlan device with the device's VNI and port: the
 // kernel allows one per namespace, so flanneld's flannel.<VNI> blocks ours.
 func (d Device) holder() string {
-	links, err := netlink.LinkList()
+	links, err := nldump.Complete("links", netlink.LinkList)
 	if err != nil {
 		return ""
 	}
@@ -206,9 +207,9 @@ var _ Programmer = Netlink{}
 
 // Neighs lists the device's permanent IPv4 neighbour entries.
 func (p Netlink) Neighs() ([]Neigh, error) {
-	list, err := netlink.NeighList(p.LinkIndex, netlink.FAMILY_V4)
+	list, err := nldump.Complete("neighbours", func() ([]netlink.Neigh, error) { return netlink.NeighList(p.LinkIndex, netlink.FAMILY_V4) })
 	if err != nil {
-		return nil, fmt.Errorf("netlink neigh list: %w", err)
+		return nil, err
 	}
 	var out []Neigh
 	for _, n := range list {
@@ -241,9 +242,9 @@ func (p Netlink) DelNeigh(n Neigh) error {
 
 // FDB lists the device's unicast FDB entries that have a remote destination.
 func (p Netlink) FDB() ([]FDB, error) {
-	list, err := netlink.NeighList(p.LinkIndex, unix.AF_BRIDGE)
+	list, err := nldump.Complete("fdb entries", func() ([]netlink.Neigh, error) { return netlink.NeighList(p.LinkIndex, unix.AF_BRIDGE) })
 	if err != nil {
-		return nil, fmt.Errorf("netlink fdb list: %w", err)
+		return nil, err
 	}
 	var out []FDB
 	for _, n := range list {

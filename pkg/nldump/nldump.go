@@ -1,0 +1,32 @@
+// Package nldump retries netlink dumps the kernel interrupted: a dump that
+// races with a change (a pod's veth added or deleted meanwhile) comes back
+// flagged as possibly incomplete, and callers that act on what is missing
+// from it (prune a route, free an address) must never act on a partial list.
+package nldump
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Attempts is how often a dump is tried before giving up.
+const Attempts = 10
+
+// Complete runs dump until it returns without netlink.ErrDumpInterrupted,
+// at most Attempts times; what names the dump in errors.
+func Complete[T any](what string, dump func() ([]T, error)) ([]T, error) {
+	var err error
+	for range Attempts {
+		var out []T
+		out, err = dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			if err != nil {
+				return nil, fmt.Errorf("listing %s: %w", what, err)
+			}
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("listing %s: interrupted %d times: %w", what, Attempts, err)
+}
