@@ -53,7 +53,9 @@ unit:
 	$(GO) test -race -count=1 ./...
 
 integration: build tools
-	@if [ "$$(id -u)" != 0 ]; then echo "integration tests need root: skipped"; exit 0; fi; \
+	@if [ "$$(id -u)" != 0 ]; then \
+		if [ -n "$$WEFT_REQUIRE_INTEGRATION" ]; then echo "integration tests need root (WEFT_REQUIRE_INTEGRATION is set)"; exit 1; fi; \
+		echo "integration tests need root: skipped"; exit 0; fi; \
 	$(GO) test -tags integration -count=1 -timeout 15m ./integration/
 
 # Each fuzz target for FUZZTIME (the seed corpus runs in every `go test`).

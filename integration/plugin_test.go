@@ -533,7 +533,7 @@ func TestCheckSeesTheNodeSide(t *testing.T) {
 // the first ADD does set the rules up through iptables-legacy.
 func TestLegacyIptablesFastPath(t *testing.T) {
 	if _, err := exec.LookPath("iptables-legacy"); err != nil {
-		t.Skip("iptables-legacy not installed")
+		SkipUnlessRequired(t, "iptables-legacy not installed")
 	}
 	c := newCluster(t, seedNetwork)
 	n := c.node(t, "node21", node21Addr, map[string]any{"peerSyncInterval": 60})

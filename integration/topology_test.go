@@ -92,12 +92,23 @@ func NewTopology(t testing.TB) *Topology {
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("integration tests need root (network namespaces, bridges, iptables): " +
+		SkipUnlessRequired(t, "integration tests need root (network namespaces, bridges, iptables): "+
 			"run `sudo go test -tags integration ./integration/`")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("integration tests need iproute2's `ip`")
+		SkipUnlessRequired(t, "integration tests need iproute2's `ip`")
 	}
+}
+
+// SkipUnlessRequired skips the test for want of why, or fails it when
+// WEFT_REQUIRE_INTEGRATION is set (CI sets it), so a CI run can never go
+// green with integration tests quietly skipped.
+func SkipUnlessRequired(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("WEFT_REQUIRE_INTEGRATION") != "" {
+		t.Fatal("WEFT_REQUIRE_INTEGRATION is set, yet: " + why)
+	}
+	t.Skip(why)
 }
 
 // newPrefix returns "wft<6 hex>-" not used by any existing namespace.
