@@ -100,6 +100,7 @@ func TestDaemonFollowsNodes(t *testing.T) {
 		n21.waitRoute(t, got, netip.MustParseAddr("10.4.7.32"), true)
 	})
 	t.Run("the former address's lease deleted", func(t *testing.T) {
+		n21.waitRoute(t, s22, netip.MustParseAddr("10.4.7.22"), true) // still leased, still routed
 		c.etcdctl(t, "del", "/coreos.com/network/subnets/"+strings.ReplaceAll(s22.String(), "/", "-"))
 		n21.waitRoute(t, s22, netip.MustParseAddr("10.4.7.22"), false)
 	})

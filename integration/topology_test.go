@@ -333,6 +333,9 @@ func (h *Host) AddRoute(t testing.TB, dst netip.Prefix, via netip.Addr) {
 // Sysctl sets a sysctl (e.g. "net.ipv4.ip_forward") in the host's netns.
 func (h *Host) Sysctl(t testing.TB, key, value string) {
 	t.Helper()
+	if !strings.HasPrefix(key, "net.") { // only net.* is per namespace
+		t.Fatalf("sysctl %s is not per network namespace: it would change the machine", key)
+	}
 	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
 	h.Run(t, "sh", "-c", `printf '%s\n' "$1" > "$2"`, "sh", value, path)
 }

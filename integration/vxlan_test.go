@@ -184,8 +184,9 @@ func TestVXLAN(t *testing.T) {
 		if err := dfPing(from, to, 1450-28); err != nil {
 			t.Errorf("DF ping of 1450 bytes %s -> %s: %v", pods[from], to, err)
 		}
-		if err := dfPing(from, to, 1450-28+1); err == nil {
-			t.Errorf("DF ping of 1451 bytes %s -> %s passed", pods[from], to)
+		// Refused for its size (the pod's MTU), not for any other reason.
+		if err := dfPing(from, to, 1450-28+1); err == nil || !strings.Contains(err.Error(), "mtu=1450") {
+			t.Errorf("DF ping of 1451 bytes %s -> %s: %v, want it refused by the pod's MTU 1450", pods[from], to, err)
 		}
 	})
 }
