@@ -64,7 +64,7 @@ they cannot be; the floor table at the end of section 1 measures why, in the sam
   every bridge plugin's DEL pays it. The CNI spec has DEL delete the interface, so weft does.
 - ADD: cnitool, the start of an empty Go program and the kernel's part leave about a millisecond
   for the plugin's own start beyond an empty Go program's, and its work. weft's start is about
-  4 ms above that floor: `weft daemon` is the same binary (DESIGN.md), so it links the etcd
+  4 ms above that floor: `weft daemon` is the plugin's own binary (as the reference dhcp plugin), so it links the etcd
   v3 client, and the `etcd-client-only` row shows that client alone (gRPC, protobuf, the etcd
   API) costs a Go program 2 to 2.5 ms to start, in page faults and package init, before any
   line of weft runs. The ADD work itself (netlink, the IPAM store's fsyncs, Go code) is about

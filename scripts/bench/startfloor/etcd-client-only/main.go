@@ -1,7 +1,7 @@
 // Command etcd-client-only is empty-go linked with the etcd v3 client: what
 // that client alone (gRPC, protobuf and the etcd API) adds to a Go
 // program's start, for the floor rows of `make bench`. weft links it
-// because `weft daemon` is the same binary (DESIGN.md).
+// because `weft daemon` is the plugin's own binary (plugins/weft).
 package main
 
 import (
