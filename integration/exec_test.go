@@ -68,7 +68,7 @@ func Bin(t testing.TB, name string) string {
 	t.Helper()
 	p := filepath.Join(RepoRoot(), "bin", name)
 	if _, err := os.Stat(p); err != nil {
-		SkipUnlessRequired(t, fmt.Sprintf("bin/%s is not built; run `make build` or `go build -o bin/ ./...` first", name))
+		SkipUnlessRequired(t, fmt.Sprintf("bin/%s is not built; run `make build tools` first", name))
 	}
 	return p
 }
