@@ -234,8 +234,8 @@ func (d *Daemon) onRenew(expiry time.Time) {
 	d.log.Debug("subnet lease renewed", "expires", expiry.Format(time.RFC3339))
 }
 
-func (d *Daemon) routesSynced() {
-	if d.state.setRoutesSynced() {
+func (d *Daemon) routesSynced(ok bool) {
+	if d.state.setRoutesSynced(ok) {
 		d.kickNode()
 	}
 }

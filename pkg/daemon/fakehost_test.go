@@ -20,9 +20,10 @@ import (
 
 // fakeRoutes is an in-memory route table.
 type fakeRoutes struct {
-	mu     sync.Mutex
-	routes map[netip.Prefix]route.Route
-	probe  *lockProbe
+	mu      sync.Mutex
+	routes  map[netip.Prefix]route.Route
+	listErr error // List fails with it while set
+	probe   *lockProbe
 }
 
 var _ route.Programmer = (*fakeRoutes)(nil)
@@ -38,6 +39,9 @@ func newFakeRoutes(rs ...route.Route) *fakeRoutes {
 func (f *fakeRoutes) List(network netip.Prefix) ([]route.Route, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.listErr != nil {
+		return nil, f.listErr
+	}
 	var out []route.Route
 	for _, r := range f.routes {
 		if network.Contains(r.Dst.Addr()) {

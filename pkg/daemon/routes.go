@@ -39,8 +39,10 @@ type syncer struct {
 	relist  time.Duration
 	// lost tells the keeper the node's own key vanished or was taken.
 	lost func()
-	// synced is called after each reconcile that ran against listed leases.
-	synced func()
+	// synced is called after each reconcile that ran against listed leases:
+	// ok is false when it could not program anything (the route table could
+	// not be read, the vxlan device could not be set up).
+	synced func(ok bool)
 	// lock is the node lock the plugin also takes; nil for none.
 	lock Locker
 
@@ -196,6 +198,7 @@ func (s *syncer) reconcileLocked(ctx context.Context) {
 			s.log.Error("the vxlan device could not be set up; retrying every resync", "error", devErr)
 			s.lastErr = msg
 		}
+		s.synced(false)
 		return
 	}
 	s.metrics.SetPeers(len(peers))
@@ -212,7 +215,10 @@ func (s *syncer) reconcileLocked(ctx context.Context) {
 		s.log.Info("routes programmed again")
 		s.lastErr = ""
 	}
-	s.synced()
+	// Peers a route could not reach leave the node ready (one node off the
+	// segment must not take every node out); a route table that cannot be
+	// read does not.
+	s.synced(!errors.Is(err, route.ErrList))
 }
 
 // peersLocked returns the other nodes' leases, sorted by subnet. A lease
@@ -271,34 +277,36 @@ func (s *syncer) warnOnce(subnet netip.Prefix, msg string, ip netip.Addr) {
 	s.warnedIP[subnet] = true
 }
 
-// failures counts the errors joined in err.
-func failures(err error) int {
-	if err == nil {
-		return 0
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return len(j.Unwrap())
-	}
-	return 1
-}
+// failures counts the errors joined in err, however deeply (the overlay's
+// and Reconcile's joins are joined again).
+func failures(err error) int { return len(leaves(err)) }
 
 // unreachable counts the route failures whose gateway is not directly
 // reachable (a host-gw peer on another segment).
 func unreachable(err error) int {
-	if err == nil {
-		return 0
-	}
-	errs := []error{err}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	}
 	n := 0
-	for _, e := range errs {
+	for _, e := range leaves(err) {
 		if errors.Is(e, syscall.ENETUNREACH) {
 			n++
 		}
 	}
 	return n
+}
+
+// leaves flattens the errors.Join trees in err into the errors joined.
+func leaves(err error) []error {
+	if err == nil {
+		return nil
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, leaves(e)...)
+	}
+	return out
 }
 
 // loggedProgrammer logs each change it makes, so operators see routes follow nodes.

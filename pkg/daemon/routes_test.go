@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/jonboulle/clockwork"
@@ -17,12 +18,13 @@ import (
 )
 
 type syncRig struct {
-	s      *syncer
-	store  *fakeStore
-	kernel *fakeRoutes
-	clock  *clockwork.FakeClock
-	lost   atomic.Int32
-	syncs  atomic.Int32
+	s        *syncer
+	store    *fakeStore
+	kernel   *fakeRoutes
+	clock    *clockwork.FakeClock
+	lost     atomic.Int32
+	syncs    atomic.Int32
+	unsynced atomic.Int32 // reconciles that could program nothing
 }
 
 func via(dst, gw string) route.Route { return route.Route{Dst: pfx(dst), Gateway: ip(gw)} }
@@ -38,7 +40,13 @@ func newSyncRig(t *testing.T, kernel *fakeRoutes) *syncRig {
 	st.setLease(r.store.network, &own, subnetfile.ForLease(r.store.network.Network, own.Subnet, 1500, true))
 	r.s = &syncer{store: r.store, routes: kernel, clock: r.clock, log: discard, metrics: metrics.New(),
 		state: st, relist: DefaultRelist,
-		lost: func() { r.lost.Add(1) }, synced: func() { r.syncs.Add(1) }}
+		lost: func() { r.lost.Add(1) }, synced: func(ok bool) {
+			if ok {
+				r.syncs.Add(1)
+			} else {
+				r.unsynced.Add(1)
+			}
+		}}
 	return r
 }
 
@@ -224,5 +232,22 @@ func TestPeersLeaveOutSelf(t *testing.T) {
 	want := []route.Peer{{Subnet: pfx("172.7.22.0/24"), PublicIP: ip("10.4.7.22")}, {Subnet: pfx("172.7.23.0/24"), PublicIP: ip("10.4.7.23")}}
 	if !slices.Equal(got, want) {
 		t.Errorf("peers = %v, want %v", got, want)
+	}
+}
+
+// TestSyncerUnsyncedWhenRoutesUnreadable: a reconcile that cannot read the
+// route table programs nothing, and says so (the node is then not ready),
+// after earlier ones succeeded.
+func TestSyncerUnsyncedWhenRoutesUnreadable(t *testing.T) {
+	r := newSyncRig(t, newFakeRoutes())
+	r.store.put(pfx("172.7.22.0/24"), "10.4.7.22", 2)
+	r.start(t)
+	r.waitRoutes(t, "initial routes", via("172.7.22.0/24", "10.4.7.22"))
+	r.kernel.mu.Lock()
+	r.kernel.listErr = syscall.EPERM
+	r.kernel.mu.Unlock()
+	r.s.reconcile(context.Background())
+	if r.unsynced.Load() == 0 {
+		t.Fatal("a reconcile that could not list routes was reported as synced")
 	}
 }

@@ -106,12 +106,13 @@ func (s *state) setRules(err error) {
 }
 
 // setRoutesSynced records a reconcile against listed leases for the current
-// lease; it reports whether that is news.
-func (s *state) setRoutesSynced() bool {
+// lease, ok false when it could program nothing; it reports whether that
+// changes readiness.
+func (s *state) setRoutesSynced(ok bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	news := !s.routesSynced
-	s.routesSynced = true
+	news := s.routesSynced != ok
+	s.routesSynced = ok
 	return news
 }
 
@@ -159,7 +160,7 @@ func (s *state) readiness(now time.Time) (bool, []string) {
 		why = append(why, "iptables rules: "+s.rulesErr.Error())
 	}
 	if !s.routesSynced {
-		why = append(why, "routes not synced with the leases yet")
+		why = append(why, "routes not synced with the leases")
 	}
 	return len(why) == 0, why
 }

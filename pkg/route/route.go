@@ -148,7 +148,7 @@ func Reconcile(p Programmer, network, self netip.Prefix, desired []Route, prune 
 	}
 	listed, err := p.List(network)
 	if err != nil {
-		return Result{}, errors.Join(append(errs, fmt.Errorf("listing routes in %s: %w", network, err))...)
+		return Result{}, errors.Join(append(errs, fmt.Errorf("%w in %s: %w", ErrList, network, err))...)
 	}
 	actual := slices.DeleteFunc(listed, func(r Route) bool {
 		return !inside(network, r.Dst) || r.Dst.Masked() == self
@@ -159,6 +159,15 @@ func Reconcile(p Programmer, network, self netip.Prefix, desired []Route, prune 
 	for _, r := range upsert {
 		if err := p.Replace(r); err != nil {
 			errs = append(errs, replaceError(r, err))
+			// The route in place points at whoever held the subnet before:
+			// no route beats one to a host that may not be that node now.
+			if old, ok := routeTo(actual, r.Dst); ok && prune {
+				if err := p.Delete(old); err != nil {
+					errs = append(errs, fmt.Errorf("removing stale route to %s: %w", old, err))
+				} else {
+					res.Removed++
+				}
+			}
 			continue
 		}
 		res.Upserted++
@@ -173,6 +182,19 @@ func Reconcile(p Programmer, network, self netip.Prefix, desired []Route, prune 
 		}
 	}
 	return res, errors.Join(errs...)
+}
+
+// ErrList is wrapped by Reconcile's error when the routes in place could
+// not be read, so nothing was programmed.
+var ErrList = errors.New("listing routes")
+
+// routeTo finds the route to dst among routes.
+func routeTo(routes []Route, dst netip.Prefix) (Route, bool) {
+	i := slices.IndexFunc(routes, func(r Route) bool { return r.Dst.Masked() == dst.Masked() })
+	if i < 0 {
+		return Route{}, false
+	}
+	return routes[i], true
 }
 
 // inside reports whether dst is a subnet strictly inside network; a route

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -105,10 +106,11 @@ func TestDiff(t *testing.T) {
 // fakeProgrammer holds routes in memory. List returns every route, inside
 // the network or not, so that Reconcile's own filtering is tested.
 type fakeProgrammer struct {
-	routes  map[netip.Prefix]Route
-	fail    map[netip.Prefix]error // Replace and Delete fail for these
-	listErr error
-	writes  int
+	routes      map[netip.Prefix]Route
+	fail        map[netip.Prefix]error // Replace and Delete fail for these
+	failReplace map[netip.Prefix]error // only Replace fails for these
+	listErr     error
+	writes      int
 }
 
 func newFake(routes ...Route) *fakeProgrammer {
@@ -132,7 +134,7 @@ func (f *fakeProgrammer) List(netip.Prefix) ([]Route, error) {
 
 func (f *fakeProgrammer) Replace(r Route) error {
 	f.writes++
-	if err := f.fail[r.Dst]; err != nil {
+	if err := cmp.Or(f.fail[r.Dst], f.failReplace[r.Dst]); err != nil {
 		return err
 	}
 	f.routes[r.Dst] = r
@@ -253,11 +255,26 @@ func TestReconcileIdempotent(t *testing.T) {
 	}
 }
 
+// A lease moved to a gateway that cannot be reached: the route to the
+// former holder goes, rather than keep sending the subnet's traffic to an
+// address that may belong to another host now.
+func TestReconcileDropsRouteItCannotReplace(t *testing.T) {
+	f := newFake(peer22)
+	f.failReplace = map[netip.Prefix]error{peer22.Dst: fmt.Errorf("netlink route replace: %w", syscall.ENETUNREACH)}
+	res, err := Reconcile(f, network, self, []Route{moved22}, true)
+	if !errors.Is(err, syscall.ENETUNREACH) {
+		t.Fatalf("err %v, want the replace failure", err)
+	}
+	if _, ok := f.routes[peer22.Dst]; ok || res.Removed != 1 {
+		t.Errorf("routes %v, removed %d: the route to the former holder must go", f.sorted(), res.Removed)
+	}
+}
+
 func TestReconcileListError(t *testing.T) {
 	f := newFake()
 	f.listErr = syscall.EPERM
 	_, err := Reconcile(f, network, self, []Route{peer22}, true)
-	if !errors.Is(err, syscall.EPERM) || !strings.Contains(err.Error(), "listing routes in 172.7.0.0/16") {
+	if !errors.Is(err, syscall.EPERM) || !errors.Is(err, ErrList) || !strings.Contains(err.Error(), "listing routes in 172.7.0.0/16") {
 		t.Errorf("error = %v", err)
 	}
 	if f.writes != 0 {
