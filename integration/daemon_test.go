@@ -304,3 +304,39 @@ func TestStatusAllWell(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonRestoresTheBridge: the bridge's connected route deleted by
+// hand, then the bridge itself deleted: the daemon puts the route back and
+// makes the bridge again with the running pod's veth on it, so the pod is
+// reachable from the other node again.
+func TestDaemonRestoresTheBridge(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n21, n22 := c.node(t, "node21", node21Addr, nil), c.node(t, "node22", node22Addr, nil)
+	n21.startDaemon(t)
+	n22.startDaemon(t)
+	n21.waitReady(t)
+	n22.waitReady(t)
+	pod, other := c.tp.PodNS(t, "pod"), c.tp.PodNS(t, "other")
+	podIP := n21.add(t, pod)
+	n22.add(t, other)
+	n22.waitRoute(t, n21.subnet(t), n21.IP(), true)
+	reachable := func(what string) {
+		t.Helper()
+		WaitFor(t, 15*time.Second, what, func() (bool, error) { return Ping(other, podIP) == nil, nil })
+	}
+	reachable("the pod reachable from node22")
+
+	subnet := n21.subnet(t).String()
+	n21.Run(t, "ip", "route", "del", subnet, "dev", "weft0")
+	WaitFor(t, 15*time.Second, "the bridge's route back", func() (bool, error) {
+		return strings.Contains(Routes(t, n21.Host), subnet+" dev weft0"), nil
+	})
+	reachable("the pod reachable again after its subnet's route was deleted")
+
+	n21.Run(t, "ip", "link", "del", "weft0")
+	WaitFor(t, 15*time.Second, "the pod's veth back on a new bridge", func() (bool, error) {
+		out, err := n21.Try("ip", "-o", "link", "show", "master", "weft0")
+		return err == nil && strings.Contains(out, "veth"), nil
+	})
+	reachable("the pod reachable again after the bridge was deleted")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/weft-cni/weft/pkg/lease"
 	"github.com/weft-cni/weft/pkg/netconf"
 	"github.com/weft-cni/weft/pkg/nodelease"
+	"github.com/weft-cni/weft/pkg/podnet"
 	"github.com/weft-cni/weft/pkg/route"
 	"github.com/weft-cni/weft/pkg/subnetfile"
 	"github.com/weft-cni/weft/pkg/vxlan"
@@ -28,6 +30,7 @@ const markRefresh = 20 * time.Second
 // holding the subnet's gateway address, and IPv4 forwarding.
 type LinuxNode struct {
 	Bridge string
+	Log    *slog.Logger // optional: reports pods put back on a remade bridge
 }
 
 var _ Node = LinuxNode{}
@@ -49,10 +52,15 @@ func (n LinuxNode) Inspect() (Bridge, error) {
 // Ensure implements Node. The bridge's MTU is left to the plugin, which
 // knows the CNI config's mtu.
 func (n LinuxNode) Ensure(file *subnetfile.File) error {
-	if _, err := hostnet.EnsureBridge(n.Bridge, file, 0); err != nil {
+	link, err := hostnet.EnsureBridge(n.Bridge, file, 0)
+	if err != nil {
 		return err
 	}
-	return hostnet.EnableForwarding()
+	put, err := podnet.Reattach(link) // the bridge was deleted and made again
+	if put > 0 && n.Log != nil {
+		n.Log.Warn("put pods' veths back on the bridge, which had been deleted", "bridge", n.Bridge, "pods", put)
+	}
+	return errors.Join(err, hostnet.EnableForwarding())
 }
 
 // MarkReady implements Node: it renews the bridge's mark when it is older

@@ -19,6 +19,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weft-cni/weft/pkg/masq"
 	"github.com/weft-cni/weft/pkg/nldump"
@@ -153,7 +154,32 @@ func EnsureBridge(name string, file *subnetfile.File, mtu int) (netlink.Link, er
 	if err := netlink.LinkSetUp(link); err != nil {
 		return nil, fmt.Errorf("bringing up %s: %w", name, err)
 	}
+	if err := ensureSubnetRoute(link, file.Subnet); err != nil {
+		return nil, err
+	}
 	return link, nil
+}
+
+// ensureSubnetRoute puts back the bridge's connected route to the subnet
+// when it is gone (`ip route flush`, a route deleted by hand): the kernel
+// adds it only when the address is added, and without it traffic from
+// other nodes and from the node itself to its pods leaves by the default
+// route.
+func ensureSubnetRoute(link netlink.Link, gw netip.Prefix) error {
+	dst := &net.IPNet{IP: gw.Masked().Addr().AsSlice(), Mask: net.CIDRMask(gw.Bits(), 32)}
+	filter := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Table: unix.RT_TABLE_MAIN}
+	routes, err := nldump.Complete("routes", func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	})
+	if err != nil || len(routes) > 0 {
+		return err
+	}
+	err = netlink.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Src: gw.Addr().AsSlice(),
+		Scope: netlink.SCOPE_LINK, Protocol: unix.RTPROT_KERNEL, Table: unix.RT_TABLE_MAIN})
+	if err != nil {
+		return fmt.Errorf("restoring the route to %s on %s: %w", dst, link.Attrs().Name, err)
+	}
+	return nil
 }
 
 func setGateway(link netlink.Link, gw netip.Prefix) error {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/weft-cni/weft/pkg/hostnet"
 	"github.com/weft-cni/weft/pkg/ipam"
+	"github.com/weft-cni/weft/pkg/nldump"
 )
 
 // The node end of each pod's veth carries a mark in its alias naming the
@@ -74,4 +75,33 @@ func Live(bridge string) (map[ipam.Attachment]netip.Addr, error) {
 		}
 	}
 	return live, nil
+}
+
+// Reattach puts back on bridge the pods' veths that lost their bridge (it
+// was deleted and made again; a veth whose bridge goes stays, with no
+// master): without it those pods stay cut off, and GC and adoption, which
+// read the bridge's ports, would not see them. Hairpin is set, as ADD's
+// default. It returns how many it put back.
+func Reattach(bridge netlink.Link) (int, error) {
+	links, err := nldump.Complete("links", netlink.LinkList)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, l := range links {
+		if _, _, ok := parseMark(l.Attrs().Alias); !ok || l.Attrs().MasterIndex != 0 {
+			continue
+		}
+		err := netlink.LinkSetMaster(l, bridge)
+		if err == nil {
+			err = netlink.LinkSetHairpin(l, true)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("putting %s back on %s: %w", l.Attrs().Name, bridge.Attrs().Name, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }

@@ -191,6 +191,11 @@ func firstUse(ctx context.Context, conf *NetConf, file *subnetfile.File) (*subne
 	if err != nil {
 		return nil, nil, err
 	}
+	if put, err := podnet.Reattach(link); err != nil { // a deleted bridge made again
+		return nil, nil, err
+	} else if put > 0 {
+		log.Warn("put pods' veths back on the bridge, which had been deleted", "bridge", conf.Bridge, "pods", put)
+	}
 	if routeErr != nil {
 		log.Warn("some peer routes could not be programmed", "error", routeErr)
 	}

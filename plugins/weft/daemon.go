@@ -62,7 +62,7 @@ func runDaemon(args []string) int {
 		return exitProblem
 	}
 	d, err := daemon.New(cfg, daemon.Deps{
-		Store: store, Routes: route.Netlink{}, IPT: ipt, Node: daemon.LinuxNode{Bridge: cfg.Bridge}, Lock: daemon.NodeLock(cfg),
+		Store: store, Routes: route.Netlink{}, IPT: ipt, Node: daemon.LinuxNode{Bridge: cfg.Bridge, Log: logger}, Lock: daemon.NodeLock(cfg),
 		Identity: func() (nodelease.Identity, error) { return daemon.ResolveIdentity(cfg) },
 		Log:      logger,
 	})
