@@ -198,7 +198,7 @@ func (d *Daemon) resolveIdentity(ctx context.Context) (nodelease.Identity, bool)
 func (d *Daemon) newKeeper(id nodelease.Identity) *keeper {
 	k := &keeper{store: d.store, clock: d.clock, log: d.log, metrics: d.metrics,
 		publicIP: id.PublicIP, ttl: d.cfg.LeaseTTL, lost: make(chan struct{}, 1),
-		onRenew: d.onRenew}
+		onRenew: d.onRenew, onLost: d.onLeaseLost}
 	if prev, err := subnetfile.Read(d.cfg.SubnetFile); err == nil {
 		k.prefer, k.preferNetwork = prev.Lease(), prev.Network
 		d.state.setPrevNetwork(prev.Network) // rules are kept even while etcd is away
@@ -232,6 +232,15 @@ func (d *Daemon) onRenew(expiry time.Time) {
 	d.state.setExpiry(expiry)
 	d.metrics.SetLease(true, expiry)
 	d.log.Debug("subnet lease renewed", "expires", expiry.Format(time.RFC3339))
+}
+
+// onLeaseLost marks the lease not held until one is acquired again: the
+// node is not ready (its subnet may go to another node meanwhile) and the
+// bridge is no longer marked fresh.
+func (d *Daemon) onLeaseLost() {
+	d.state.loseLease()
+	d.metrics.SetLease(false, time.Time{})
+	d.kickNode()
 }
 
 func (d *Daemon) routesSynced(ok bool) {

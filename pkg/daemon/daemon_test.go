@@ -280,3 +280,30 @@ func TestDaemonIdentityRetried(t *testing.T) {
 	r.start(t)
 	eventually(t, "ready after the interface appears", func() bool { ok, _ := r.d.Ready(); return ok }, r.advance)
 }
+
+// TestDaemonNotReadyWhileLeaseLost: the node's key deleted in etcd while
+// acquiring again keeps failing (here the network config turned to a
+// backend the daemon cannot run): the lease counts as lost, not held until
+// its last expiry, so /readyz says so and weft_lease_held is 0.
+func TestDaemonNotReadyWhileLeaseLost(t *testing.T) {
+	r := newDaemonRig(t)
+	r.start(t)
+	eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+	file, err := subnetfile.Read(r.cfg.SubnetFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.store.mu.Lock()
+	udp := *r.store.network
+	udp.Backend.Type = "udp"
+	r.store.network = &udp
+	r.store.mu.Unlock()
+	r.store.del(file.Lease())
+	eventually(t, "/readyz 503 naming the lost lease", func() bool {
+		code, body := r.get("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "lost")
+	}, r.advance)
+	if _, body := r.get("/metrics"); !strings.Contains(body, "weft_lease_held 0") {
+		t.Error("weft_lease_held is not 0 while the lease is lost")
+	}
+}

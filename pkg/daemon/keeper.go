@@ -45,6 +45,16 @@ type keeper struct {
 	// expiry; both on the keeper's goroutine.
 	onLease func(*netconf.Config, *lease.Lease)
 	onRenew func(time.Time)
+	// onLost, when set, is called when the lease is known lost (its key
+	// gone or taken, its etcd lease ended), before acquiring again.
+	onLost func()
+}
+
+// lostLease reports the lease lost, if anyone listens.
+func (k *keeper) lostLease() {
+	if k.onLost != nil {
+		k.onLost()
+	}
 }
 
 // signalLost tells the keeper to acquire again; it never blocks.
@@ -130,6 +140,7 @@ func (k *keeper) hold(ctx context.Context, own *lease.Lease) bool {
 		case <-ctx.Done():
 		case <-k.lost:
 			k.log.Warn("the node's reserved subnet key vanished or changed in etcd; acquiring again", "subnet", own.Subnet)
+			k.lostLease()
 		}
 		return true
 	}
@@ -147,6 +158,7 @@ func (k *keeper) hold(ctx context.Context, own *lease.Lease) bool {
 			return true
 		case <-k.lost:
 			k.log.Warn("the node's subnet key vanished or changed in etcd; acquiring again", "subnet", own.Subnet)
+			k.lostLease()
 			return true
 		case exp, ok := <-renewals:
 			if !ok {
@@ -154,6 +166,7 @@ func (k *keeper) hold(ctx context.Context, own *lease.Lease) bool {
 					k.metrics.ReconcileError(metrics.ErrLease)
 					k.log.Warn("the keep-alive of the subnet lease ended (expired, revoked, or etcd unreachable for a whole TTL); acquiring again",
 						"subnet", own.Subnet, "lease_id", fmt.Sprintf("%x", int64(own.EtcdLease)))
+					k.lostLease()
 				}
 				return true
 			}

@@ -31,6 +31,7 @@ type state struct {
 	rulesChecked bool
 	routesSynced bool // a full list and reconcile has succeeded
 	warnedExpiry bool
+	lost         bool // the keeper found the lease lost; cleared by setLease
 }
 
 // snapshot is a consistent copy of the state.
@@ -76,8 +77,16 @@ func (s *state) setLease(network *netconf.Config, own *lease.Lease, file *subnet
 	if own.Reservation() {
 		s.expiry = time.Time{}
 	}
-	s.warnedExpiry = false
+	s.warnedExpiry, s.lost = false, false
 	s.fileWritten, s.nodeSetUp, s.routesSynced = false, false, false
+}
+
+// loseLease records that the lease is lost (its key gone or taken, its etcd
+// lease ended): not held, whatever its last expiry said.
+func (s *state) loseLease() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lost = true
 }
 
 func (s *state) setExpiry(t time.Time) {
@@ -119,7 +128,7 @@ func (s *state) setRoutesSynced(ok bool) bool {
 // held reports whether the lease is held at now: acquired and, unless a
 // reservation, not expired.
 func (s *state) heldLocked(now time.Time) bool {
-	return s.own != nil && (s.own.Reservation() || now.Before(s.expiry))
+	return s.own != nil && !s.lost && (s.own.Reservation() || now.Before(s.expiry))
 }
 
 // leaseStatus returns whether the lease is held at now and its expiry
@@ -139,7 +148,11 @@ func (s *state) readiness(now time.Time) (bool, []string) {
 	case s.own == nil:
 		why = append(why, "no subnet lease yet")
 	case !s.heldLocked(now):
-		why = append(why, fmt.Sprintf("subnet lease %s expired at %s", s.own.Subnet, s.expiry.Format(time.RFC3339)))
+		if s.lost {
+			why = append(why, fmt.Sprintf("subnet lease %s lost; acquiring again", s.own.Subnet))
+		} else {
+			why = append(why, fmt.Sprintf("subnet lease %s expired at %s", s.own.Subnet, s.expiry.Format(time.RFC3339)))
+		}
 	}
 	switch {
 	case s.fileErr != nil:
