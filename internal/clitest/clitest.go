@@ -242,14 +242,18 @@ func Lines(snap map[string]string) []string {
 // configured in it; it is where a good request's pod would live.
 func ForeignNetns(t testing.TB) string {
 	t.Helper()
-	cmd := exec.Command("sleep", "600") // killed at cleanup; bounded if the test dies
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	if uid, gid := os.Geteuid(), os.Getegid(); uid != 0 {
+	cmd := exec.Command("sleep", "600") // killed at cleanup, or when the test process dies
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	uid, gid := os.Geteuid(), os.Getegid()
+	if uid != 0 {
 		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
 		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
 		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
 	}
 	if err := cmd.Start(); err != nil {
+		if uid != 0 { // hosts may forbid unprivileged user namespaces
+			t.Skipf("needs root or unprivileged user namespaces for a network namespace of its own: %v", err)
+		}
 		t.Fatalf("starting a process in a network namespace of its own: %v", err)
 	}
 	t.Cleanup(func() {

@@ -143,6 +143,13 @@ func TestDiskStoreConcurrentProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 		cmds[i], starts[i] = cmd, stdin
+		t.Cleanup(func() { // a failure midway leaves no helper behind
+			stdin.Close()
+			if cmd.ProcessState == nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
+		})
 	}
 	for _, w := range starts {
 		w.Close() // go
