@@ -56,6 +56,7 @@ type loadTest struct {
 func newLoadTest(t *testing.T) *loadTest {
 	c := newCluster(t, seedNetwork)
 	n := c.node(t, "node21", node21Addr, nil)
+	Bin(t, "weft") // a missing binary skips (or fails) here, not in a worker goroutine
 	l := &loadTest{
 		n: n, conf: n.netconf(t, 60, nil), pods: make([]string, loadWorkers),
 		holders: map[netip.Addr]string{}, live: map[string]netip.Addr{},

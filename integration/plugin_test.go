@@ -94,6 +94,7 @@ func TestConcurrentAdds(t *testing.T) {
 	const pods = 30
 	c := newCluster(t, seedNetwork)
 	n := c.node(t, "node21", node21Addr, map[string]any{"peerSyncInterval": 60})
+	cniPath(t) // a missing binary skips (or fails) here, not in a worker goroutine
 	paths := make([]string, pods)
 	for i := range paths {
 		paths[i] = c.tp.PodNS(t, fmt.Sprintf("p%d", i))
