@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestLockNodeWaitsAndAbandons(t *testing.T) {
@@ -22,6 +24,16 @@ func TestLockNodeWaitsAndAbandons(t *testing.T) {
 	defer cancel()
 	if _, err := LockNode(short, dir); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("LockNode while held = %v, want the deadline", err)
+	}
+
+	// The lock is held in the kernel: another open file cannot take it.
+	probe, err := os.Open(filepath.Join(dir, LockFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	if err := unix.Flock(int(probe.Fd()), unix.LOCK_EX|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
+		t.Fatalf("non-blocking flock while LockNode holds the lock: %v, want EWOULDBLOCK", err)
 	}
 
 	// A waiter gets the lock once the holder lets go.
