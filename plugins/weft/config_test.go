@@ -3,11 +3,14 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+
+	"github.com/weft-cni/weft/pkg/ipam"
 )
 
 func TestLoadConfDefaults(t *testing.T) {
@@ -44,6 +47,15 @@ func FuzzLoadConf(f *testing.F) {
 		}
 		if conf.Bridge == "" || len(conf.Bridge) > 15 || strings.Contains(conf.Name, "/") || conf.IPAM.Type == "" {
 			t.Fatalf("accepted an unsafe config: %+v", conf)
+		}
+		// Paths a request can reach: the IPAM plugin looked up in CNI_PATH,
+		// the subnet file, the network's store directory.
+		if strings.ContainsAny(conf.IPAM.Type, "/\\") || conf.IPAM.Type == ".." || !filepath.IsAbs(conf.SubnetFile) ||
+			ipam.ValidateName("network name", conf.Name) != nil {
+			t.Fatalf("accepted a config that escapes its paths: ipam %q, subnetFile %q, name %q", conf.IPAM.Type, conf.SubnetFile, conf.Name)
+		}
+		if c := conf.ipamConf; c != nil && (!filepath.IsAbs(c.DataDir) || c.SubnetFile != conf.SubnetFile) {
+			t.Fatalf("accepted an ipam section with dataDir %q, subnetFile %q (the plugin's: %q)", c.DataDir, c.SubnetFile, conf.SubnetFile)
 		}
 	})
 }
