@@ -267,10 +267,10 @@ func TestDaemonPublicIPCIDR(t *testing.T) {
 	n21.waitRoute(t, forged, netip.MustParseAddr("10.4.7.99"), true) // inside: routed
 	c.etcdctl(t, "put", "/coreos.com/network/subnets/172.7.99.0-24", `{"PublicIP":"192.0.2.9","PublicIPv6":null,"BackendType":"host-gw"}`)
 	n21.waitRoute(t, forged, netip.MustParseAddr("10.4.7.99"), false)
-	// The next route resync has run once the daemon re-marks readiness; the
-	// outside lease must still have no route.
-	n22.Run(t, "ip", "route", "del", n21.subnet(t).String())
-	n22.waitRoute(t, n21.subnet(t), n21.IP(), true) // node22's own resync ran meanwhile
+	// node21's next route resync puts back a route deleted by hand; once it
+	// has, the outside lease must still have no route.
+	n21.Run(t, "ip", "route", "del", n22.subnet(t).String())
+	n21.waitRoute(t, n22.subnet(t), n22.IP(), true)
 	if routes := Routes(t, n21.Host); strings.Contains(routes, forged.String()) {
 		t.Errorf("node21 routes a lease outside --public-ip-cidr:\n%s", routes)
 	}
