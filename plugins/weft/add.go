@@ -35,6 +35,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	if err := checkIPAMNodeSettings(conf); err != nil {
+		return err
+	}
 	if err := validArgs(args.ContainerID, args.IfName); err != nil {
 		return err
 	}

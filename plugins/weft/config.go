@@ -68,12 +68,6 @@ func loadConf(stdin []byte) (*NetConf, error) {
 		if err != nil {
 			return nil, cnierr.Classify(err)
 		}
-		// In-process, the IPAM works on the node the plugin set up: a node
-		// setting of its own would be silently ignored.
-		if key := differingNodeSetting(conf.Config, ipamConf.Config); key != "" {
-			return nil, types.NewError(types.ErrInvalidNetworkConfig,
-				fmt.Sprintf("ipam.%s differs from the plugin's %s: weft-ipam inside weft uses the plugin's node settings, set it once at the top level", key, key), "")
-		}
 		// A store wiped while pods run learns their addresses from their
 		// veths' marks before it hands any out, and GC keeps those.
 		ipamConf.Live = func() (map[ipam.Attachment]netip.Addr, error) { return podnet.Live(conf.Bridge) }
@@ -119,6 +113,22 @@ func validArgs(containerID, ifName string) error {
 	}
 	if err := validIfName("CNI_IFNAME", ifName); err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
+	}
+	return nil
+}
+
+// checkIPAMNodeSettings refuses, for ADD, an in-process ipam section whose
+// node settings differ from the plugin's: the IPAM works on the node the
+// plugin set up, so they would be silently ignored. DEL, CHECK and GC go on
+// with the plugin's settings, so that pods added before such a config
+// change can still be deleted.
+func checkIPAMNodeSettings(conf *NetConf) error {
+	if conf.ipamConf == nil {
+		return nil
+	}
+	if key := differingNodeSetting(conf.Config, conf.ipamConf.Config); key != "" {
+		return types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("ipam.%s differs from the plugin's %s: weft-ipam inside weft uses the plugin's node settings, set it once at the top level", key, key), "")
 	}
 	return nil
 }

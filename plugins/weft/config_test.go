@@ -54,8 +54,12 @@ func FuzzLoadConf(f *testing.F) {
 			ipam.ValidateName("network name", conf.Name) != nil {
 			t.Fatalf("accepted a config that escapes its paths: ipam %q, subnetFile %q, name %q", conf.IPAM.Type, conf.SubnetFile, conf.Name)
 		}
-		if c := conf.ipamConf; c != nil && (!filepath.IsAbs(c.DataDir) || c.SubnetFile != conf.SubnetFile) {
-			t.Fatalf("accepted an ipam section with dataDir %q, subnetFile %q (the plugin's: %q)", c.DataDir, c.SubnetFile, conf.SubnetFile)
+		if c := conf.ipamConf; c != nil && !filepath.IsAbs(c.DataDir) {
+			t.Fatalf("accepted an ipam section with dataDir %q", c.DataDir)
+		}
+		// ADD refuses an in-process ipam section that names another node.
+		if c := conf.ipamConf; c != nil && c.SubnetFile != conf.SubnetFile && checkIPAMNodeSettings(conf) == nil {
+			t.Fatalf("ADD would accept ipam subnetFile %q beside the plugin's %q", c.SubnetFile, conf.SubnetFile)
 		}
 	})
 }

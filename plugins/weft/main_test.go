@@ -243,3 +243,23 @@ func TestStatus(t *testing.T) {
 		t.Errorf("STATUS with a failing delegated IPAM: exit %d %+v, want its code 51", code, out)
 	}
 }
+
+// TestDelWithDifferingIPAMSettings: ADD refuses an ipam section whose node
+// settings differ from the plugin's, but DEL goes on with the plugin's
+// settings, so pods added before the conflist changed can still go.
+func TestDelWithDifferingIPAMSettings(t *testing.T) {
+	st := newStateDir(t)
+	conf := st.conf("", `"subnetFile":"/run/other/subnet.env"`)
+	del := env("DEL", "keep", "", "eth0")
+	if out, code := st.run(t, del, conf); code != 0 {
+		t.Fatalf("DEL with a differing ipam subnetFile: exit %d %+v, want it to go on", code, out)
+	}
+	store, err := ipam.OpenDiskStore(st.DataDir, "weft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if _, ok, err := ipam.NewPool(store, netip.MustParsePrefix("172.7.21.0/24")).Lookup(context.Background(), ipam.Attachment{ContainerID: "keep", IfName: "eth0"}); err != nil || ok {
+		t.Errorf("after DEL the store still holds keep (%t, %v)", ok, err)
+	}
+}
