@@ -183,7 +183,7 @@ func ensureSubnetRoute(link netlink.Link, gw netip.Prefix) error {
 }
 
 func setGateway(link netlink.Link, gw netip.Prefix) error {
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := nldump.Addrs(link, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("listing addresses of %s: %w", link.Attrs().Name, err)
 	}
@@ -303,7 +303,7 @@ func Inspect(name string) (BridgeState, error) {
 		return BridgeState{}, fmt.Errorf("bridge %s: %w", name, err)
 	}
 	st := BridgeState{MAC: link.Attrs().HardwareAddr}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := nldump.Addrs(link, netlink.FAMILY_V4)
 	if err != nil {
 		return BridgeState{}, fmt.Errorf("addresses of %s: %w", name, err)
 	}

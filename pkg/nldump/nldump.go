@@ -1,7 +1,8 @@
 // Package nldump retries netlink dumps the kernel interrupted: a dump that
 // races with a change (a pod's veth added or deleted meanwhile) comes back
 // flagged as possibly incomplete, and callers that act on what is missing
-// from it (prune a route, free an address) must never act on a partial list.
+// from it (prune a route, free an address, take a node for not ready) must
+// never act on a partial list.
 package nldump
 
 import (
@@ -17,16 +18,36 @@ const Attempts = 10
 // Complete runs dump until it returns without netlink.ErrDumpInterrupted,
 // at most Attempts times; what names the dump in errors.
 func Complete[T any](what string, dump func() ([]T, error)) ([]T, error) {
+	out, err := retry(dump)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", what, err)
+	}
+	return out, nil
+}
+
+// Addrs is netlink.AddrList, retried; errors are left for the caller to
+// name.
+func Addrs(link netlink.Link, family int) ([]netlink.Addr, error) {
+	return retry(func() ([]netlink.Addr, error) { return netlink.AddrList(link, family) })
+}
+
+// Routes is netlink.RouteListFiltered, retried; errors are left for the
+// caller to name.
+func Routes(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
+	return retry(func() ([]netlink.Route, error) { return netlink.RouteListFiltered(family, filter, mask) })
+}
+
+func retry[T any](dump func() ([]T, error)) ([]T, error) {
 	var err error
 	for range Attempts {
 		var out []T
 		out, err = dump()
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
 			if err != nil {
-				return nil, fmt.Errorf("listing %s: %w", what, err)
+				return nil, err
 			}
 			return out, nil
 		}
 	}
-	return nil, fmt.Errorf("listing %s: interrupted %d times: %w", what, Attempts, err)
+	return nil, fmt.Errorf("interrupted %d times: %w", Attempts, err)
 }

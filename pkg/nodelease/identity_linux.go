@@ -7,6 +7,8 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/weft-cni/weft/pkg/nldump"
 )
 
 // Identity is how this node shows itself to its peers.
@@ -29,7 +31,7 @@ func ResolveIdentity(c *Config) (Identity, error) {
 		id.PublicIP = netip.MustParseAddr(c.PublicIP) // validated
 		return id, nil
 	}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := nldump.Addrs(link, netlink.FAMILY_V4)
 	if err != nil {
 		return Identity{}, fmt.Errorf("listing addresses of %s: %w", id.Iface, err)
 	}
@@ -55,7 +57,7 @@ func underlayLink(c *Config) (netlink.Link, error) {
 			return link, nil
 		}
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: nil}, netlink.RT_FILTER_DST)
+	routes, err := nldump.Routes(netlink.FAMILY_V4, &netlink.Route{Dst: nil}, netlink.RT_FILTER_DST)
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}
@@ -68,7 +70,7 @@ func underlayLink(c *Config) (netlink.Link, error) {
 }
 
 func linkWithAddr(ip netip.Addr) (netlink.Link, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := nldump.Addrs(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weft-cni/weft/pkg/ipam"
+	"github.com/weft-cni/weft/pkg/nldump"
 )
 
 // Attach creates the veth pair for ifName in the pod namespace podNS,
@@ -149,7 +150,7 @@ func checkPort(index int, bridge string, prev *current.Result) error {
 	case br.Attrs().Flags&net.FlagUp == 0:
 		return fmt.Errorf("bridge %s is down", bridge)
 	}
-	addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
+	addrs, err := nldump.Addrs(br, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("bridge %s: %w", bridge, err)
 	}

@@ -71,7 +71,7 @@ func (n Node) desired(linkIndex int, leases []lease.Lease) (State, error) {
 // reaches without a gateway. It is read at every reconcile, so the
 // DirectRouting choice follows the underlay as links come and go.
 func Connected(vxlanIndex int) ([]netip.Prefix, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := nldump.Addrs(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("listing addresses: %w", err)
 	}
@@ -180,7 +180,7 @@ func (d Device) matches(v *netlink.Vxlan) bool {
 func onlyAddr(link netlink.Link, addr netip.Addr) error {
 	name := link.Attrs().Name
 	want := &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(32, 32)}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := nldump.Addrs(link, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("listing addresses of %s: %w", name, err)
 	}
