@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 }
 
 // Lifetimes and timers change by themselves; they are not state.
-var volatile = regexp.MustCompile(`(valid_lft|preferred_lft|expires) \S+|\[\d+:\d+\]`)
+var volatile = regexp.MustCompile(`(valid_lft|preferred_lft|expires) \S+|\[\d+:\d+\]|counter packets \d+ bytes \d+`)
 
 // rootState describes the network state of the test process's namespace
 // (read only). A command that is not installed reads as such.

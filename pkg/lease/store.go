@@ -299,7 +299,6 @@ func (s *Store) FindByPublicIP(ctx context.Context, ip netip.Addr) (*Lease, erro
 	return s.withExpiration(ctx, *own)
 }
 
-// oldest returns the earliest created lease matching keep, or nil.
 // Own returns the lease Acquire would reuse for the node at publicIP: its
 // oldest lease inside network, or nil.
 func Own(leases []Lease, publicIP netip.Addr, network *netconf.Config) *Lease {
@@ -320,6 +319,7 @@ func (s *Store) FillExpiration(ctx context.Context, l *Lease) error {
 	return nil
 }
 
+// oldest returns the earliest created lease matching keep, or nil.
 func oldest(leases []Lease, keep func(*Lease) bool) *Lease {
 	var best *Lease
 	for i := range leases {

@@ -47,9 +47,12 @@ func checkNS(podNS ns.NetNS) error {
 	if err := unix.Fstat(int(podNS.Fd()), &pod); err != nil {
 		return err
 	}
-	// This thread's namespace (/proc/thread-self needs Linux 3.17).
-	if err := unix.Stat(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), &self); err != nil {
-		return err
+	// This thread's namespace: /proc/thread-self needs Linux 3.17, the task
+	// path fails where /proc belongs to another PID namespace.
+	if err := unix.Stat("/proc/thread-self/ns/net", &self); err != nil {
+		if err := unix.Stat(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), &self); err != nil {
+			return err
+		}
 	}
 	if pod.Dev == self.Dev && pod.Ino == self.Ino {
 		return errors.New("it is the plugin's own (the node's) network namespace")

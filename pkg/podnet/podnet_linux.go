@@ -155,7 +155,7 @@ func checkPort(index int, bridge string, prev *current.Result) error {
 		return fmt.Errorf("bridge %s: %w", bridge, err)
 	}
 	for _, ipc := range prev.IPs {
-		if ipc.Gateway == nil {
+		if ipc.Gateway.To4() == nil { // none, or IPv6: the bridge holds IPv4 only
 			continue
 		}
 		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IP.Equal(ipc.Gateway) }) {

@@ -161,7 +161,7 @@ func Reconcile(p Programmer, network, self netip.Prefix, desired []Route, prune 
 			errs = append(errs, replaceError(r, err))
 			// The route in place points at whoever held the subnet before:
 			// no route beats one to a host that may not be that node now.
-			if old, ok := routeTo(actual, r.Dst); ok && prune {
+			if old, ok := routeTo(actual, r.Dst); ok && prune && old.Gateway != r.Gateway {
 				if err := p.Delete(old); err != nil {
 					errs = append(errs, fmt.Errorf("removing stale route to %s: %w", old, err))
 				} else {

@@ -270,6 +270,21 @@ func TestReconcileDropsRouteItCannotReplace(t *testing.T) {
 	}
 }
 
+// A route that differs only in how it reaches the same gateway (vxlan with
+// DirectRouting switching between overlay and direct) stays when its
+// replacement fails: it still leads to the subnet's holder.
+func TestReconcileKeepsRouteToSameGateway(t *testing.T) {
+	overlay := Route{Dst: peer22.Dst, Gateway: peer22.Gateway, LinkIndex: 9, OnLink: true}
+	f := newFake(overlay)
+	f.failReplace = map[netip.Prefix]error{peer22.Dst: syscall.EBUSY}
+	if _, err := Reconcile(f, network, self, []Route{peer22}, true); err == nil {
+		t.Fatal("the failed replace was not reported")
+	}
+	if got, ok := f.routes[peer22.Dst]; !ok || got != overlay {
+		t.Errorf("route to the same gateway removed after a failed replace: %v", f.sorted())
+	}
+}
+
 func TestReconcileListError(t *testing.T) {
 	f := newFake()
 	f.listErr = syscall.EPERM
