@@ -56,11 +56,18 @@ func (n LinuxNode) Ensure(file *subnetfile.File) error {
 	if err != nil {
 		return err
 	}
-	put, err := podnet.Reattach(link) // the bridge was deleted and made again
-	if put > 0 && n.Log != nil {
+	// The bridge deleted and made again: its pods back on it, with hairpin
+	// (the plugin's default; the daemon does not see the conflist). One veth
+	// that cannot be put back is logged, not a reason for the node to be
+	// not ready.
+	put, err := podnet.Reattach(link, true)
+	if n.Log != nil && put > 0 {
 		n.Log.Warn("put pods' veths back on the bridge, which had been deleted", "bridge", n.Bridge, "pods", put)
 	}
-	return errors.Join(err, hostnet.EnableForwarding())
+	if n.Log != nil && err != nil {
+		n.Log.Warn("some pods' veths could not be put back on the bridge", "bridge", n.Bridge, "error", err)
+	}
+	return hostnet.EnableForwarding()
 }
 
 // MarkReady implements Node: it renews the bridge's mark when it is older

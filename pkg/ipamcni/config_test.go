@@ -1,11 +1,14 @@
 package ipamcni
 
 import (
+	"context"
 	"errors"
+	"net/netip"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/weft-cni/weft/pkg/ipam"
 	"github.com/weft-cni/weft/pkg/nodelease"
 )
 
@@ -54,5 +57,41 @@ func TestLoadConfigErrors(t *testing.T) {
 				t.Fatalf("err %v, want ErrConfig", err)
 			}
 		})
+	}
+}
+
+// TestGCKeepsWired: GC frees what the valid list lacks, except attachments
+// whose veth still exists; it reports those it kept, and only those the
+// store holds.
+func TestGCKeepsWired(t *testing.T) {
+	dir := t.TempDir()
+	store, err := ipam.OpenDiskStore(dir, "weft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := ipam.NewPool(store, netip.MustParsePrefix("172.7.21.0/24"))
+	listed, wiredPod, gone := ipam.Attachment{ContainerID: "listed", IfName: "eth0"}, ipam.Attachment{ContainerID: "wired", IfName: "eth0"}, ipam.Attachment{ContainerID: "gone", IfName: "eth0"}
+	addrs := map[ipam.Attachment]netip.Addr{}
+	for _, a := range []ipam.Attachment{listed, wiredPod, gone} {
+		ip, err := pool.Allocate(context.Background(), a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs[a] = ip
+	}
+	store.Close()
+	notHeld := ipam.Attachment{ContainerID: "elsewhere", IfName: "eth0"}
+	c := &Config{Network: "weft", DataDir: dir, Live: func() (map[ipam.Attachment]netip.Addr, error) {
+		return map[ipam.Attachment]netip.Addr{wiredPod: addrs[wiredPod], notHeld: netip.MustParseAddr("172.7.21.99")}, nil
+	}}
+	freed, wired, err := c.GC(context.Background(), []types.GCAttachment{{ContainerID: "listed", IfName: "eth0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(freed) != 1 || freed[0] != addrs[gone] {
+		t.Errorf("freed %v, want only %s of the attachment that is gone", freed, addrs[gone])
+	}
+	if len(wired) != 1 || wired[0] != wiredPod {
+		t.Errorf("reported kept %v, want only %v (held and wired)", wired, wiredPod)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -121,7 +122,13 @@ func (c *Config) GC(ctx context.Context, valid []types.GCAttachment) (freed []ne
 			}
 		}
 	}
-	err = c.withPool(netip.Prefix{}, func(p *ipam.Pool) (err error) {
+	err = c.withPool(netip.Prefix{}, func(p *ipam.Pool) error {
+		held, err := p.List(ctx)
+		if err != nil {
+			return err
+		}
+		// Report only what GC kept: attachments the store holds.
+		wired = slices.DeleteFunc(wired, func(a ipam.Attachment) bool { _, ok := held[a]; return !ok })
 		freed, err = p.GC(ctx, keep)
 		return err
 	})

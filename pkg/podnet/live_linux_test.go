@@ -12,25 +12,27 @@ import (
 	"github.com/weft-cni/weft/pkg/ipam"
 )
 
-// TestLive: only marked veths on the bridge count; no bridge means no pods.
-func TestLive(t *testing.T) {
+// TestLiveAndReattach: every marked veth counts as a live pod, on the
+// bridge or off it (its bridge deleted); Reattach puts the marked ones that
+// have no bridge back on it and leaves veths that are not weft's alone.
+func TestLiveAndReattach(t *testing.T) {
 	node := nstest.New(t, "veths on a bridge")
 	err := node.Do(func(ns.NetNS) error {
-		if live, err := Live("weft0"); err != nil || len(live) != 0 {
-			t.Errorf("Live without a bridge = %v, %v; want none", live, err)
+		if live, err := Live(); err != nil || len(live) != 0 {
+			t.Errorf("Live with no veths = %v, %v; want none", live, err)
 		}
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "weft0"}}
 		if err := netlink.LinkAdd(br); err != nil {
 			return err
 		}
-		web := ipam.Attachment{ContainerID: "web", IfName: "eth0"}
+		web, off := ipam.Attachment{ContainerID: "web", IfName: "eth0"}, ipam.Attachment{ContainerID: "off", IfName: "eth0"}
 		for _, v := range []struct {
 			name, alias string
 			onBridge    bool
 		}{
 			{"vweb", mark(web, netip.MustParseAddr("172.7.21.2")), true},
-			{"vplain", "", true}, // not ours
-			{"voff", mark(ipam.Attachment{ContainerID: "off", IfName: "eth0"}, netip.MustParseAddr("172.7.21.3")), false}, // not on the bridge
+			{"vplain", "", false}, // not ours
+			{"voff", mark(off, netip.MustParseAddr("172.7.21.3")), false}, // its bridge deleted
 		} {
 			veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: v.name}, PeerName: v.name + "p"}
 			if err := netlink.LinkAdd(veth); err != nil {
@@ -47,10 +49,33 @@ func TestLive(t *testing.T) {
 				}
 			}
 		}
-		live, err := Live("weft0")
-		want := map[ipam.Attachment]netip.Addr{web: netip.MustParseAddr("172.7.21.2")}
+		live, err := Live()
+		want := map[ipam.Attachment]netip.Addr{web: netip.MustParseAddr("172.7.21.2"), off: netip.MustParseAddr("172.7.21.3")}
 		if err != nil || !maps.Equal(live, want) {
 			t.Errorf("Live = %v, %v; want %v", live, err, want)
+		}
+		bridge, err := netlink.LinkByName("weft0")
+		if err != nil {
+			return err
+		}
+		if put, err := Reattach(bridge, true); err != nil || put != 1 {
+			t.Errorf("Reattach = %d, %v; want the one marked veth off the bridge", put, err)
+		}
+		for name, want := range map[string]bool{"vweb": true, "voff": true, "vplain": false} {
+			l, err := netlink.LinkByName(name)
+			if err != nil {
+				return err
+			}
+			if on := l.Attrs().MasterIndex == bridge.Attrs().Index; on != want {
+				t.Errorf("%s on the bridge: %t, want %t", name, on, want)
+			}
+		}
+		voff, err := netlink.LinkByName("voff")
+		if err != nil {
+			return err
+		}
+		if pi, err := netlink.LinkGetProtinfo(voff); err != nil || !pi.Hairpin {
+			t.Errorf("voff put back without hairpin: %+v, %v", pi, err)
 		}
 		return nil
 	})

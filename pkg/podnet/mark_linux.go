@@ -8,7 +8,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/weft-cni/weft/pkg/hostnet"
 	"github.com/weft-cni/weft/pkg/ipam"
 	"github.com/weft-cni/weft/pkg/nldump"
 )
@@ -53,23 +52,17 @@ func parseMark(s string) (a ipam.Attachment, addr netip.Addr, ok bool) {
 	return a, addr, true
 }
 
-// Live returns the attachments whose veths are on bridge now, with the
-// addresses their marks record.
-func Live(bridge string) (map[ipam.Attachment]netip.Addr, error) {
-	br, err := netlink.LinkByName(bridge)
-	var notFound netlink.LinkNotFoundError
-	if errors.As(err, &notFound) {
-		return nil, nil // no bridge, no pods on it
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bridge %s: %w", bridge, err)
-	}
-	ports, err := hostnet.Ports(br)
+// Live returns the attachments whose veths exist on the node now, with the
+// addresses their marks record: on the bridge, or off it after the bridge
+// was deleted (until Reattach puts them back). Any of them may be a running
+// pod, so none of their addresses may be handed out.
+func Live() (map[ipam.Attachment]netip.Addr, error) {
+	links, err := nldump.Complete("links", netlink.LinkList) // acted on by what is missing
 	if err != nil {
 		return nil, err
 	}
 	live := map[ipam.Attachment]netip.Addr{}
-	for _, l := range ports {
+	for _, l := range links {
 		if a, addr, ok := parseMark(l.Attrs().Alias); ok {
 			live[a] = addr
 		}
@@ -80,9 +73,9 @@ func Live(bridge string) (map[ipam.Attachment]netip.Addr, error) {
 // Reattach puts back on bridge the pods' veths that lost their bridge (it
 // was deleted and made again; a veth whose bridge goes stays, with no
 // master): without it those pods stay cut off, and GC and adoption, which
-// read the bridge's ports, would not see them. Hairpin is set, as ADD's
-// default. It returns how many it put back.
-func Reattach(bridge netlink.Link) (int, error) {
+// read the bridge's ports, would not see them. hairpin is set as ADD sets
+// it. It returns how many it put back.
+func Reattach(bridge netlink.Link, hairpin bool) (int, error) {
 	links, err := nldump.Complete("links", netlink.LinkList)
 	if err != nil {
 		return 0, err
@@ -94,7 +87,7 @@ func Reattach(bridge netlink.Link) (int, error) {
 			continue
 		}
 		err := netlink.LinkSetMaster(l, bridge)
-		if err == nil {
+		if err == nil && hairpin {
 			err = netlink.LinkSetHairpin(l, true)
 		}
 		if err != nil {

@@ -194,10 +194,14 @@ func firstUse(ctx context.Context, conf *NetConf, file *subnetfile.File) (*subne
 	if err != nil {
 		return nil, nil, err
 	}
-	if put, err := podnet.Reattach(link); err != nil { // a deleted bridge made again
-		return nil, nil, err
-	} else if put > 0 {
+	// A bridge deleted and made again: its pods back on it. One that cannot
+	// be is logged, not a reason to fail this pod.
+	put, err := podnet.Reattach(link, conf.hairpin())
+	if put > 0 {
 		log.Warn("put pods' veths back on the bridge, which had been deleted", "bridge", conf.Bridge, "pods", put)
+	}
+	if err != nil {
+		log.Warn("some pods' veths could not be put back on the bridge", "bridge", conf.Bridge, "error", err)
 	}
 	if routeErr != nil {
 		log.Warn("some peer routes could not be programmed", "error", routeErr)

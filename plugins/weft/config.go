@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"reflect"
 	"strings"
 	"time"
@@ -70,7 +69,7 @@ func loadConf(stdin []byte) (*NetConf, error) {
 		}
 		// A store wiped while pods run learns their addresses from their
 		// veths' marks before it hands any out, and GC keeps those.
-		ipamConf.Live = func() (map[ipam.Attachment]netip.Addr, error) { return podnet.Live(conf.Bridge) }
+		ipamConf.Live = podnet.Live
 		conf.ipamConf = ipamConf
 	}
 	return conf, nil
