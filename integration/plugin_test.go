@@ -563,3 +563,21 @@ func TestLegacyIptablesFastPath(t *testing.T) {
 		t.Errorf("an ADD on a set-up legacy node ran iptables:\n%s", data)
 	}
 }
+
+// TestLegacyNATOfOthersKeepsRepairs: another program's x_tables nat table
+// (a kube-proxy in legacy mode) beside weft's nf_tables rules: an ADD still
+// puts weft's jump back in front when docker's rule displaced it.
+func TestLegacyNATOfOthersKeepsRepairs(t *testing.T) {
+	if _, err := exec.LookPath("iptables-legacy"); err != nil {
+		SkipUnlessRequired(t, "iptables-legacy not installed")
+	}
+	c := newCluster(t, seedNetwork)
+	n := c.node(t, "node21", node21Addr, map[string]any{"peerSyncInterval": 60})
+	n.add(t, c.tp.PodNS(t, "first"))
+	n.Run(t, "iptables-legacy", "-t", "nat", "-N", "KUBE-LEGACY") // an x_tables nat table now exists
+	n.Run(t, "iptables", "-t", "nat", "-I", "POSTROUTING", "1", "-s", n.subnet(t).String(), "!", "-o", "docker0", "-j", "MASQUERADE")
+	n.add(t, c.tp.PodNS(t, "second"))
+	if rules := n.natRules(t); len(rules) < 2 || !strings.Contains(rules[1], "-j WEFT-POSTRTG") {
+		t.Errorf("the ADD left docker's rule in front of weft's jump: %q", rules)
+	}
+}

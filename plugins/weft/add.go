@@ -129,7 +129,7 @@ func prepareNode(ctx context.Context, conf *NetConf) (*subnetfile.File, netlink.
 		link, ready := hostnet.Ready(conf.Bridge, file, conf.peerSync(), time.Now())
 		// In-process reads, no iptables process. With iptables-legacy the
 		// rules cannot be read so; the daemon's check repairs them.
-		if ready && (masq.JumpsInPlace() || masq.LegacyNATInUse()) {
+		if ready && (masq.JumpsInPlace() || masq.RulesInLegacy()) {
 			return file, link, nil
 		}
 	}
