@@ -101,9 +101,9 @@ func (c *Config) Validate() error {
 }
 
 // Masquerade reports whether pod-to-outside traffic is masqueraded: the
-// config's ipMasq when set; else the node's setting in a subnet file weft
-// wrote (the daemon's --ip-masq, or this plugin's earlier choice), so the
-// plugin and the daemon never fight over the MASQUERADE rule; else true.
+// config's ipMasq when set; else the node's setting in a subnet file weft's
+// daemon wrote (its --ip-masq, WEFT_IPMASQ), so the plugin and the daemon
+// never fight over the MASQUERADE rule; else true.
 // file may be nil (no subnet file yet).
 func (c *Config) Masquerade(file *subnetfile.File) bool {
 	switch {

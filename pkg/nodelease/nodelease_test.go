@@ -216,3 +216,23 @@ func TestSyncKeepsTheDaemonsMasquerade(t *testing.T) {
 		t.Fatalf("subnet file after the plugin's sync: %+v, %v; want the daemon's WEFT_IPMASQ=false kept", got, err)
 	}
 }
+
+// An explicit ipMasq is the plugin's own choice, not the node's: taken out
+// of the conflist again, it is not remembered.
+func TestSyncDoesNotRememberExplicitMasquerade(t *testing.T) {
+	eps := startEtcd(t)
+	off := false
+	c := &Config{EtcdEndpoints: eps, SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), IPMasq: &off}
+	id := Identity{PublicIP: netip.MustParseAddr("10.4.7.21"), MTU: 1500}
+	if _, err := Sync(context.Background(), c, id, quiet); err != nil {
+		t.Fatal(err)
+	}
+	file, err := Current(c)
+	if err != nil || file.IPMasq || file.Weft {
+		t.Fatalf("subnet file after a sync with ipMasq false: %+v, %v; want FLANNEL_IPMASQ=false and no WEFT_IPMASQ", file, err)
+	}
+	c.IPMasq = nil
+	if !c.Masquerade(file) {
+		t.Error("ipMasq taken out of the config, yet masquerading stays off")
+	}
+}

@@ -27,8 +27,8 @@ type File struct {
 	Subnet  netip.Prefix // FLANNEL_SUBNET: the node's first usable address with the subnet length, e.g. 172.7.21.1/24
 	MTU     int          // FLANNEL_MTU
 	IPMasq  bool         // FLANNEL_IPMASQ, or WEFT_IPMASQ when Weft
-	// Weft reports that weft wrote the file (WEFT_IPMASQ present): then
-	// IPMasq is weft's masquerade setting for the node. In a file flanneld
+	// Weft reports that weft's daemon wrote the file (WEFT_IPMASQ present):
+	// then IPMasq is the daemon's masquerade setting for the node. In a file flanneld
 	// left behind, FLANNEL_IPMASQ only says whether flanneld masqueraded (its
 	// CNI chain masqueraded per pod otherwise), so weft does not follow it.
 	Weft bool
