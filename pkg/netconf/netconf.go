@@ -24,9 +24,8 @@ const (
 	DefaultVXLANPort = 8472
 )
 
-// MaxVNI is the largest VNI a flannel peer can decode from a lease: its
-// vxlan lease attributes hold the VNI as a uint16.
-const MaxVNI = 1<<16 - 1
+// MaxVNI is the largest VXLAN network identifier (24 bits).
+const MaxVNI = 1<<24 - 1
 
 // ErrInvalid is wrapped by every validation error.
 var ErrInvalid = errors.New("invalid network config")
@@ -185,8 +184,7 @@ func parseBackend(raw *rawBackend) (Backend, error) {
 			b.Port = *raw.Port
 		}
 		if b.VNI < 0 || b.VNI > MaxVNI {
-			return Backend{}, fmt.Errorf("Backend.VNI %d out of range 0..%d: flannel keeps the VNI in its vxlan leases as a 16-bit number, "+
-				"so flannel peers could not read this node's lease (VXLAN itself allows 24 bits, flannel does not)", b.VNI, MaxVNI)
+			return Backend{}, fmt.Errorf("Backend.VNI %d out of range 0..%d", b.VNI, MaxVNI)
 		}
 		if b.Port < 1 || b.Port > 65535 {
 			return Backend{}, fmt.Errorf("Backend.Port %d out of range 1..65535", b.Port)

@@ -27,7 +27,7 @@ func TestParseDefaults(t *testing.T) {
 		{"vxlan defaults", `{"Network": "172.7.0.0/16", "Backend": {"Type": "vxlan"}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 1, Port: 8472}},
 		{"IPv6 fields with EnableIPv6 off", `{"Network": "172.7.0.0/16", "EnableIPv4": true, "EnableIPv6": false, "IPv6Network": "fc00::/48"}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw", Defaulted: true}},
 		{"IPv6Network alone", `{"Network": "172.7.0.0/16", "IPv6Network": "fc00::/48", "IPv6SubnetLen": 64}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw", Defaulted: true}},
-		{"vxlan largest VNI", `{"Network": "172.7.0.0/16", "Backend": {"Type": "vxlan", "VNI": 65535}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 65535, Port: 8472}},
+		{"vxlan largest VNI", `{"Network": "172.7.0.0/16", "Backend": {"Type": "vxlan", "VNI": 16777215}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 16777215, Port: 8472}},
 		{"vxlan explicit", `{"Network": "172.7.0.0/16", "Backend": {"Type": "VXLAN", "VNI": 4, "Port": 4789, "MTU": 1400, "DirectRouting": true}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 4, Port: 4789, MTU: 1400, DirectRouting: true}},
 	}
 	for _, tt := range tests {
@@ -76,8 +76,8 @@ func TestParseErrors(t *testing.T) {
 		{"udp", `{"Network": "10.0.0.0/16", "Backend": {"Type": "udp"}}`, `"udp" is not implemented by weft`},
 		{"unknown backend", `{"Network": "10.0.0.0/16", "Backend": {"Type": "ipip"}}`, `"ipip" is not supported`},
 		{"bad vni", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": 16777216}}`, "VNI"},
-		{"vni flannel cannot read", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": 65536}}`, "Backend.VNI 65536 out of range 0..65535: flannel keeps the VNI"},
-		{"negative vni", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": -1}}`, "out of range 0..65535"},
+		{"vni beyond 24 bits", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": 16777216}}`, "Backend.VNI 16777216 out of range 0..16777215"},
+		{"negative vni", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": -1}}`, "out of range 0..16777215"},
 		{"bad port", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "Port": 0}}`, "Port"},
 		{"bad mtu", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "MTU": 100}}`, "MTU"},
 	}

@@ -59,7 +59,11 @@ func MTU(b netconf.Backend, underlay int) int {
 
 // BackendData is the lease's BackendData, {"VNI":1,"VtepMAC":"..."}.
 func BackendData(publicIP netip.Addr, vni int) (json.RawMessage, error) {
-	return json.Marshal(lease.VXLANData{VNI: vni, VtepMAC: MAC(publicIP, vni)})
+	// flannel keeps the VNI in its leases as a uint16, cut down from the
+	// configured one, and decodes it so: a VNI above 65535 is written as
+	// flannel writes it, or flannel peers could not read the lease. Nobody
+	// configures a device from it; every node takes the VNI from the config.
+	return json.Marshal(lease.VXLANData{VNI: int(uint16(vni)), VtepMAC: MAC(publicIP, vni)})
 }
 
 // Peer is another node as the vxlan backend sees it. VtepMAC is nil when

@@ -65,6 +65,19 @@ func TestBackendDataIsFlannels(t *testing.T) {
 	if string(data) != want {
 		t.Errorf("BackendData = %s, want %s", data, want)
 	}
+	// A VNI above 16 bits is written as flannel writes it (uint16), so that
+	// flannel peers, which decode a uint16, can read the lease.
+	data, err = BackendData(ip("10.4.7.21"), 65536+7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flannels struct {
+		VNI     uint16
+		VtepMAC string
+	}
+	if err := json.Unmarshal(data, &flannels); err != nil || flannels.VNI != 7 {
+		t.Errorf("flannel's decoding of %s: %+v, %v; want VNI 7", data, flannels, err)
+	}
 }
 
 func vxlanLease(subnet, pub string, m net.HardwareAddr) lease.Lease {
