@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,50 +21,115 @@ func LockNode(ctx context.Context, dir string) (unlock func(), err error) {
 		return nil, fmt.Errorf("creating %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, LockFile)
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening node lock %s: %w", path, err)
+	w := takeAbandoned(path)
+	if w == nil {
+		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("opening node lock %s: %w", path, err)
+		}
+		if w, err = startFlock(fd, path); err != nil {
+			return nil, fmt.Errorf("waiting for node lock %s: %w", path, err)
+		}
 	}
-	if err := waitFlock(ctx, fd); err != nil {
+	if err := w.wait(ctx, path); err != nil {
 		return nil, fmt.Errorf("waiting for node lock %s: %w", path, err)
 	}
-	return func() { unix.Close(fd) }, nil
+	return func() { unix.Close(w.fd) }, nil
 }
 
-// waitFlock takes an exclusive flock on fd. A blocking flock wakes the
-// moment the holder releases (polling would add up to the poll interval to
-// every contended ADD); it runs in a goroutine because it cannot be
-// interrupted. If ctx ends first, fd is closed once that flock returns,
-// which also releases the lock if it was got after all.
-func waitFlock(ctx context.Context, fd int) error {
+// A waiter is one flock on its own fd. A blocking flock wakes the moment
+// the holder releases (polling would add up to the poll interval to every
+// contended ADD); it runs in a goroutine because it cannot be interrupted.
+type waiter struct {
+	fd  int
+	got chan error // the flock's outcome; nil for one got at once
+}
+
+// startFlock takes the lock on fd if it is free, else starts a blocking
+// flock in a goroutine. When that flock returns for a waiter nobody waits
+// for any more (abandoned), it lets the lock go at once.
+func startFlock(fd int, path string) (*waiter, error) {
 	err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-	if err != unix.EWOULDBLOCK && err != unix.EINTR {
-		if err != nil {
-			unix.Close(fd)
-		}
-		return err
+	if err == nil {
+		return &waiter{fd: fd}, nil
 	}
-	got := make(chan error, 1)
+	if err != unix.EWOULDBLOCK && err != unix.EINTR {
+		unix.Close(fd)
+		return nil, err
+	}
+	w := &waiter{fd: fd, got: make(chan error, 1)}
 	go func() {
 		for {
 			err := unix.Flock(fd, unix.LOCK_EX)
-			if err != unix.EINTR {
-				got <- err
+			if err == unix.EINTR {
+				continue
+			}
+			abandonedMu.Lock()
+			defer abandonedMu.Unlock()
+			if abandoned[path] == w {
+				delete(abandoned, path)
+				unix.Close(fd)
 				return
 			}
+			w.got <- err
+			return
 		}
 	}()
+	return w, nil
+}
+
+// wait waits for the flock until ctx is done. A wait given up is kept for
+// the next LockNode of the same path in this process (the daemon retries
+// every few seconds) instead of starting another flock, so a holder that
+// hangs costs one blocked thread, not one more per retry.
+func (w *waiter) wait(ctx context.Context, path string) error {
+	if w.got == nil {
+		return nil
+	}
 	select {
-	case err := <-got:
+	case err := <-w.got:
 		if err != nil {
-			unix.Close(fd)
+			unix.Close(w.fd)
 		}
 		return err
 	case <-ctx.Done():
-		go func() {
-			<-got
-			unix.Close(fd)
-		}()
+		abandon(path, w)
 		return ctx.Err()
 	}
+}
+
+var (
+	abandonedMu sync.Mutex
+	abandoned   = map[string]*waiter{} // by lock path: flocks still blocked that nobody waits for
+)
+
+func takeAbandoned(path string) *waiter {
+	abandonedMu.Lock()
+	defer abandonedMu.Unlock()
+	w := abandoned[path]
+	delete(abandoned, path)
+	return w
+}
+
+// abandon keeps w for the next LockNode of path. A flock that returned
+// meanwhile is let go now; when another waiter is kept already, w's fd is
+// closed once its flock returns, which also releases the lock if it was
+// got after all.
+func abandon(path string, w *waiter) {
+	abandonedMu.Lock()
+	defer abandonedMu.Unlock()
+	select {
+	case <-w.got:
+		unix.Close(w.fd)
+		return
+	default:
+	}
+	if abandoned[path] == nil {
+		abandoned[path] = w
+		return
+	}
+	go func() {
+		<-w.got
+		unix.Close(w.fd)
+	}()
 }

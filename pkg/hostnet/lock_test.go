@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -85,4 +86,55 @@ func TestLockNodeRefusesSymlink(t *testing.T) {
 	if _, err := os.Lstat(victim); !os.IsNotExist(err) {
 		t.Errorf("the symlink's target was created: %v", err)
 	}
+}
+
+// TestLockNodeRetriesDoNotPileUp: while another process holds the lock, a
+// caller that keeps retrying with short deadlines (the daemon's loops)
+// leaves one blocked flock, not one per retry; once the holder lets go,
+// that flock lets the lock go too, so nobody else is kept waiting.
+func TestLockNodeRetriesDoNotPileUp(t *testing.T) {
+	dir := t.TempDir()
+	holder, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if err := unix.Flock(int(holder.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	for range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
+		_, err := LockNode(ctx, dir)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("LockNode while another holds the lock: %v, want the deadline", err)
+		}
+	}
+	if grown := runtime.NumGoroutine() - before; grown > 2 {
+		t.Errorf("%d goroutines more after 20 given-up waits, want at most 2 (one blocked flock)", grown)
+	}
+	if err := unix.Flock(int(holder.Fd()), unix.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	probe, err := os.Open(filepath.Join(dir, LockFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for unix.Flock(int(probe.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the lock stayed held by a given-up wait after the holder let go")
+		}
+		time.Sleep(time.Millisecond) // poll with a deadline
+	}
+	unix.Flock(int(probe.Fd()), unix.LOCK_UN)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	unlock, err := LockNode(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
 }
