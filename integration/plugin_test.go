@@ -571,6 +571,9 @@ func TestLegacyNATOfOthersKeepsRepairs(t *testing.T) {
 	if _, err := exec.LookPath("iptables-legacy"); err != nil {
 		SkipUnlessRequired(t, "iptables-legacy not installed")
 	}
+	if out, _ := exec.Command("iptables", "--version").Output(); !strings.Contains(string(out), "nf_tables") {
+		SkipUnlessRequired(t, "the machine's iptables is not iptables-nft: "+strings.TrimSpace(string(out)))
+	}
 	c := newCluster(t, seedNetwork)
 	n := c.node(t, "node21", node21Addr, map[string]any{"peerSyncInterval": 60})
 	n.add(t, c.tp.PodNS(t, "first"))

@@ -325,7 +325,7 @@ func Inspect(name string) (BridgeState, error) {
 
 // Ports returns the links attached to bridge: a veth per pod.
 func Ports(bridge netlink.Link) ([]netlink.Link, error) {
-	links, err := nldump.Complete("links", netlink.LinkList) // GC and adoption act on what is missing
+	links, err := nldump.Complete("links", netlink.LinkList)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -21,20 +22,34 @@ func LockNode(ctx context.Context, dir string) (unlock func(), err error) {
 		return nil, fmt.Errorf("creating %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, LockFile)
-	w := takeAbandoned(path)
-	if w == nil {
-		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("opening node lock %s: %w", path, err)
+	for {
+		w := takeAbandoned(path)
+		if w == nil {
+			fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+			if err != nil {
+				return nil, fmt.Errorf("opening node lock %s: %w", path, err)
+			}
+			if w, err = startFlock(fd, path); err != nil {
+				return nil, fmt.Errorf("waiting for node lock %s: %w", path, err)
+			}
 		}
-		if w, err = startFlock(fd, path); err != nil {
+		if err := w.wait(ctx, path); err != nil {
 			return nil, fmt.Errorf("waiting for node lock %s: %w", path, err)
 		}
+		if samePath(w.fd, path) {
+			return func() { unix.Close(w.fd) }, nil
+		}
+		// The lock file was removed and made again while we waited (a
+		// kept wait may be old): ours locks nothing others see.
+		unix.Close(w.fd)
 	}
-	if err := w.wait(ctx, path); err != nil {
-		return nil, fmt.Errorf("waiting for node lock %s: %w", path, err)
-	}
-	return func() { unix.Close(w.fd) }, nil
+}
+
+// samePath reports whether fd is the file at path now.
+func samePath(fd int, path string) bool {
+	var open, named unix.Stat_t
+	return unix.Fstat(fd, &open) == nil && unix.Lstat(path, &named) == nil &&
+		open.Dev == named.Dev && open.Ino == named.Ino
 }
 
 // A waiter is one flock on its own fd. A blocking flock wakes the moment
@@ -66,8 +81,8 @@ func startFlock(fd int, path string) (*waiter, error) {
 			}
 			abandonedMu.Lock()
 			defer abandonedMu.Unlock()
-			if abandoned[path] == w {
-				delete(abandoned, path)
+			if i := slices.Index(abandoned[path], w); i >= 0 {
+				dropAbandoned(path, i)
 				unix.Close(fd)
 				return
 			}
@@ -79,9 +94,10 @@ func startFlock(fd int, path string) (*waiter, error) {
 }
 
 // wait waits for the flock until ctx is done. A wait given up is kept for
-// the next LockNode of the same path in this process (the daemon retries
-// every few seconds) instead of starting another flock, so a holder that
-// hangs costs one blocked thread, not one more per retry.
+// the next LockNode of the same path in this process (the daemon's loops
+// retry every few seconds) instead of starting another flock, so a holder
+// that hangs costs each concurrent caller one blocked flock, not one more
+// per retry.
 func (w *waiter) wait(ctx context.Context, path string) error {
 	if w.got == nil {
 		return nil
@@ -100,36 +116,39 @@ func (w *waiter) wait(ctx context.Context, path string) error {
 
 var (
 	abandonedMu sync.Mutex
-	abandoned   = map[string]*waiter{} // by lock path: flocks still blocked that nobody waits for
+	abandoned   = map[string][]*waiter{} // by lock path: flocks still blocked that nobody waits for
 )
 
 func takeAbandoned(path string) *waiter {
 	abandonedMu.Lock()
 	defer abandonedMu.Unlock()
-	w := abandoned[path]
-	delete(abandoned, path)
+	ws := abandoned[path]
+	if len(ws) == 0 {
+		return nil
+	}
+	w := ws[len(ws)-1]
+	dropAbandoned(path, len(ws)-1)
 	return w
 }
 
-// abandon keeps w for the next LockNode of path. A flock that returned
-// meanwhile is let go now; when another waiter is kept already, w's fd is
-// closed once its flock returns, which also releases the lock if it was
-// got after all.
+// dropAbandoned removes the i-th kept waiter of path; abandonedMu is held.
+func dropAbandoned(path string, i int) {
+	if ws := slices.Delete(abandoned[path], i, i+1); len(ws) > 0 {
+		abandoned[path] = ws
+	} else {
+		delete(abandoned, path)
+	}
+}
+
+// abandon keeps w for the next LockNode of path; a flock that returned
+// meanwhile is let go now.
 func abandon(path string, w *waiter) {
 	abandonedMu.Lock()
 	defer abandonedMu.Unlock()
 	select {
 	case <-w.got:
 		unix.Close(w.fd)
-		return
 	default:
+		abandoned[path] = append(abandoned[path], w)
 	}
-	if abandoned[path] == nil {
-		abandoned[path] = w
-		return
-	}
-	go func() {
-		<-w.got
-		unix.Close(w.fd)
-	}()
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,9 +89,9 @@ func TestLockNodeRefusesSymlink(t *testing.T) {
 	}
 }
 
-// TestLockNodeRetriesDoNotPileUp: while another process holds the lock, a
-// caller that keeps retrying with short deadlines (the daemon's loops)
-// leaves one blocked flock, not one per retry; once the holder lets go,
+// TestLockNodeRetriesDoNotPileUp: while another process holds the lock,
+// callers that keep retrying with short deadlines (the daemon's loops)
+// leave one blocked flock each, not one per retry; once the holder lets go,
 // that flock lets the lock go too, so nobody else is kept waiting.
 func TestLockNodeRetriesDoNotPileUp(t *testing.T) {
 	dir := t.TempDir()
@@ -103,16 +104,28 @@ func TestLockNodeRetriesDoNotPileUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := runtime.NumGoroutine()
-	for range 20 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
-		_, err := LockNode(ctx, dir)
-		cancel()
+	const callers = 3 // the daemon's loops that take the lock
+	var wg sync.WaitGroup
+	errs := make(chan error, callers*20)
+	for range callers {
+		wg.Go(func() {
+			for range 20 {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
+				_, err := LockNode(ctx, dir)
+				cancel()
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("LockNode while another holds the lock: %v, want the deadline", err)
 		}
 	}
-	if grown := runtime.NumGoroutine() - before; grown > 2 {
-		t.Errorf("%d goroutines more after 20 given-up waits, want at most 2 (one blocked flock)", grown)
+	if grown := runtime.NumGoroutine() - before; grown > callers {
+		t.Errorf("%d goroutines more after %d callers gave up 20 waits each, want at most %d (a blocked flock each)", grown, callers, callers)
 	}
 	if err := unix.Flock(int(holder.Fd()), unix.LOCK_UN); err != nil {
 		t.Fatal(err)

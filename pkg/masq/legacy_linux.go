@@ -15,7 +15,8 @@ import (
 // them to the daemon's periodic check and the plugin's peer sync rather
 // than start an iptables process on every ADD. An x_tables nat table of
 // some other program (a legacy kube-proxy) beside weft's nf_tables rules
-// does not count.
+// does not count. A weft chain deleted from nf_tables (`nft flush ruleset`)
+// beside such a table reads as legacy too; the daemon's check restores it.
 func RulesInLegacy() bool {
 	data, err := os.ReadFile("/proc/net/ip_tables_names") // per namespace
 	if err != nil || !slices.Contains(strings.Fields(string(data)), "nat") {

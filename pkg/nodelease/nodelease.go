@@ -108,10 +108,16 @@ func syncEtcd(ctx context.Context, c *Config, id Identity, prev *subnetfile.File
 	}
 	c.WarnMasqueradeConflict(log, prev)
 	file := subnetfile.ForLease(network.Network, own.Subnet, mtu, c.Masquerade(prev))
-	// WEFT_IPMASQ is the daemon's to write: the plugin keeps it while it
-	// follows it, and otherwise writes its own setting as flannel's key
-	// only, so that an ipMasq taken out of the conflist is not remembered.
-	file.Weft = c.IPMasq == nil && prev != nil && prev.Weft
+	// WEFT_IPMASQ is the daemon's to write: the plugin keeps the daemon's
+	// setting as it is (even beside an explicit ipMasq of its own, which
+	// its rules follow and which is warned about), and with no daemon's
+	// setting writes its own as flannel's key only, so that an ipMasq taken
+	// out of the conflist is not remembered.
+	if prev != nil && prev.Weft {
+		file.IPMasq, file.Weft = prev.IPMasq, true
+	} else {
+		file.Weft = false
+	}
 	if err := subnetfile.Write(c.SubnetFile, file); err != nil {
 		return nil, err
 	}

@@ -236,3 +236,30 @@ func TestSyncDoesNotRememberExplicitMasquerade(t *testing.T) {
 		t.Error("ipMasq taken out of the config, yet masquerading stays off")
 	}
 }
+
+// A plugin with an explicit ipMasq of its own leaves the daemon's setting
+// in the subnet file as it is (its own rules follow its ipMasq, warned).
+func TestSyncKeepsTheDaemonsMasqueradeBesideExplicit(t *testing.T) {
+	eps := startEtcd(t)
+	on := true
+	c := &Config{EtcdEndpoints: eps, SubnetFile: filepath.Join(t.TempDir(), "subnet.env")}
+	id := Identity{PublicIP: netip.MustParseAddr("10.4.7.21"), MTU: 1500}
+	st, err := Sync(context.Background(), c, id, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := subnetfile.Write(c.SubnetFile, subnetfile.ForLease(st.File.Network, st.File.Lease(), st.File.MTU, false)); err != nil {
+		t.Fatal(err)
+	}
+	c.IPMasq = &on
+	if _, err := Sync(context.Background(), c, id, quiet); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Current(c)
+	if err != nil || !got.Weft || got.IPMasq {
+		t.Fatalf("subnet file after a sync with ipMasq true: %+v, %v; want the daemon's WEFT_IPMASQ=false kept", got, err)
+	}
+	if !c.Masquerade(got) {
+		t.Error("the plugin's explicit ipMasq true is not what it follows")
+	}
+}

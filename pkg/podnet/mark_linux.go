@@ -72,8 +72,7 @@ func Live() (map[ipam.Attachment]netip.Addr, error) {
 
 // Reattach puts back on bridge the pods' veths that lost their bridge (it
 // was deleted and made again; a veth whose bridge goes stays, with no
-// master): without it those pods stay cut off, and GC and adoption, which
-// read the bridge's ports, would not see them. hairpin is set as ADD sets
+// master): without it those pods stay cut off. hairpin is set as ADD sets
 // it. It returns how many it put back.
 func Reattach(bridge netlink.Link, hairpin bool) (int, error) {
 	links, err := nldump.Complete("links", netlink.LinkList)
