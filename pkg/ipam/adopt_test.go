@@ -106,3 +106,32 @@ func TestLookupAdoptsLive(t *testing.T) {
 		t.Fatalf("next allocation %s, %v: must not be the adopted address", next, err)
 	}
 }
+
+// TestGCKeepsPodsBeingAdded: a pod whose veth is plugged in but whose
+// address is still being allocated shows as live with no address (0.0.0.0).
+// GC, reading the live pods under the store's lock, keeps the allocation it
+// just got; adoption after a wipe takes no 0.0.0.0.
+func TestGCKeepsPodsBeingAdded(t *testing.T) {
+	ctx := context.Background()
+	store, err := OpenDiskStore(t.TempDir(), "weft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	adding := Attachment{ContainerID: "adding", IfName: "eth0"}
+	p := NewPool(store, netip.MustParsePrefix("172.7.21.0/24"))
+	p.AdoptLive(func() (map[Attachment]netip.Addr, error) {
+		return map[Attachment]netip.Addr{adding: netip.IPv4Unspecified()}, nil
+	})
+	got, err := p.Allocate(ctx, adding)
+	if err != nil || got.IsUnspecified() {
+		t.Fatalf("Allocate = %s, %v", got, err)
+	}
+	released, wired, err := p.GC(ctx, nil)
+	if err != nil || len(released) != 0 || len(wired) != 1 || wired[0] != adding {
+		t.Fatalf("GC = %v, %v, %v; want nothing freed and the pod being added kept", released, wired, err)
+	}
+	if ip, ok, _ := p.Lookup(ctx, adding); !ok || ip != got {
+		t.Errorf("after GC the pod being added holds %s (%t), want %s", ip, ok, got)
+	}
+}

@@ -86,7 +86,7 @@ func TestDiskStorePersists(t *testing.T) {
 	if err := p2.Release(ctx, Attachment{"never", "eth0"}); err != nil {
 		t.Fatalf("Release of unknown attachment: %v", err)
 	}
-	released, err := p2.GC(ctx, []Attachment{podC})
+	released, _, err := p2.GC(ctx, []Attachment{podC})
 	if err != nil || len(released) != 1 || released[0] != b {
 		t.Fatalf("GC = %v, %v; want [%s]", released, err, b)
 	}

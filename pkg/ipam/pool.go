@@ -107,7 +107,7 @@ func (p *Pool) adopt(st *State) (bool, error) {
 	held := make(map[netip.Addr]bool, len(live))
 	for _, a := range slices.SortedFunc(maps.Keys(live), compareAttachments) {
 		addr := live[a]
-		if a.validate() != nil || checkAddr(addr) != nil || held[addr] {
+		if a.validate() != nil || checkAddr(addr) != nil || addr.IsUnspecified() || held[addr] { // 0.0.0.0: a pod still being added
 			continue
 		}
 		held[addr] = true
@@ -164,29 +164,47 @@ func (p *Pool) Lookup(ctx context.Context, a Attachment) (netip.Addr, bool, erro
 // GC frees the address of every attachment not in valid and returns the
 // freed addresses in order. An invalid attachment in valid is an error and
 // frees nothing: a runtime sending garbage is no reason to drop addresses.
-func (p *Pool) GC(ctx context.Context, valid []Attachment) ([]netip.Addr, error) {
+//
+// With live attachments known (AdoptLive), an attachment whose veth exists
+// is kept whatever valid says, and returned in wired when valid lacks it:
+// as with DEL, an address is free only once no interface holds it. They
+// are read under the store's lock, so an ADD that plugged its veth in
+// before allocating is never missed.
+func (p *Pool) GC(ctx context.Context, valid []Attachment) (released []netip.Addr, wired []Attachment, err error) {
 	keep := make(map[Attachment]struct{}, len(valid))
 	for _, a := range valid {
 		if err := a.validate(); err != nil {
-			return nil, fmt.Errorf("garbage collecting addresses: valid attachment: %w", err)
+			return nil, nil, fmt.Errorf("garbage collecting addresses: valid attachment: %w", err)
 		}
 		keep[a] = struct{}{}
 	}
-	var released []netip.Addr
-	err := p.update(ctx, func(st *State) (bool, error) {
-		for a, ip := range st.Entries {
-			if _, ok := keep[a]; !ok {
-				delete(st.Entries, a)
-				released = append(released, ip)
+	err = p.update(ctx, func(st *State) (bool, error) {
+		var live map[Attachment]netip.Addr
+		if p.live != nil {
+			var err error
+			if live, err = p.live(); err != nil {
+				return false, fmt.Errorf("finding pods' interfaces: %w", err)
 			}
+		}
+		for a, ip := range st.Entries {
+			if _, ok := keep[a]; ok {
+				continue
+			}
+			if _, ok := live[a]; ok {
+				wired = append(wired, a)
+				continue
+			}
+			delete(st.Entries, a)
+			released = append(released, ip)
 		}
 		return len(released) > 0, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("garbage collecting addresses: %w", err)
+		return nil, nil, fmt.Errorf("garbage collecting addresses: %w", err)
 	}
 	slices.SortFunc(released, netip.Addr.Compare)
-	return released, nil
+	slices.SortFunc(wired, compareAttachments)
+	return released, wired, nil
 }
 
 // List returns every allocation, including those outside the current

@@ -184,7 +184,7 @@ func TestPoolGC(t *testing.T) {
 	p := NewPool(newFakeStore(), subnet24)
 	ctx := context.Background()
 	a, b, c := mustAllocate(t, p, podA), mustAllocate(t, p, podB), mustAllocate(t, p, podC)
-	released, err := p.GC(ctx, []Attachment{podB, {"gone", "eth0"}})
+	released, _, err := p.GC(ctx, []Attachment{podB, {"gone", "eth0"}})
 	if err != nil {
 		t.Fatalf("GC: %v", err)
 	}
@@ -194,13 +194,13 @@ func TestPoolGC(t *testing.T) {
 	if got := mustList(t, p); !maps.Equal(got, map[Attachment]netip.Addr{podB: b}) {
 		t.Fatalf("after GC: %v", got)
 	}
-	if _, err := p.GC(ctx, []Attachment{{"bad/id", "eth0"}}); !errors.Is(err, ErrInvalidName) {
+	if _, _, err := p.GC(ctx, []Attachment{{"bad/id", "eth0"}}); !errors.Is(err, ErrInvalidName) {
 		t.Fatalf("GC with an invalid attachment = %v, want ErrInvalidName", err)
 	}
 	if len(mustList(t, p)) != 1 {
 		t.Fatal("GC with an invalid attachment freed addresses")
 	}
-	if released, err = p.GC(ctx, nil); err != nil || !slices.Equal(released, []netip.Addr{b}) {
+	if released, _, err = p.GC(ctx, nil); err != nil || !slices.Equal(released, []netip.Addr{b}) {
 		t.Fatalf("GC(nil) = %v, %v; want [%v]", released, err, b)
 	}
 }

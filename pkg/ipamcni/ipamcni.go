@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -97,39 +96,16 @@ func (c *Config) Check(ctx context.Context, a ipam.Attachment, want netip.Addr) 
 }
 
 // GC releases every allocation not in valid. With Live set, an allocation
-// whose pod interface still exists is kept as well and returned in wired:
-// as with DEL, an address is free only once no interface holds it, so a
-// runtime's short list (or `cnitool gc`, which lists nothing) never lets a
-// live pod's address go to a new one.
+// whose pod interface still exists is kept as well and returned in wired
+// (ipam.Pool.GC): a runtime's short list (or `cnitool gc`, which lists
+// nothing) never lets a live pod's address go to a new one.
 func (c *Config) GC(ctx context.Context, valid []types.GCAttachment) (freed []netip.Addr, wired []ipam.Attachment, err error) {
 	keep := make([]ipam.Attachment, 0, len(valid))
 	for _, v := range valid {
 		keep = append(keep, ipam.Attachment{ContainerID: v.ContainerID, IfName: v.IfName})
 	}
-	if c.Live != nil {
-		live, err := c.Live()
-		if err != nil {
-			return nil, nil, fmt.Errorf("garbage collecting addresses: finding pods' interfaces: %w", err)
-		}
-		listed := make(map[ipam.Attachment]bool, len(keep))
-		for _, a := range keep {
-			listed[a] = true
-		}
-		for a := range live {
-			if !listed[a] {
-				wired = append(wired, a)
-				keep = append(keep, a)
-			}
-		}
-	}
-	err = c.withPool(netip.Prefix{}, func(p *ipam.Pool) error {
-		held, err := p.List(ctx)
-		if err != nil {
-			return err
-		}
-		// Report only what GC kept: attachments the store holds.
-		wired = slices.DeleteFunc(wired, func(a ipam.Attachment) bool { _, ok := held[a]; return !ok })
-		freed, err = p.GC(ctx, keep)
+	err = c.withPool(netip.Prefix{}, func(p *ipam.Pool) (err error) {
+		freed, wired, err = p.GC(ctx, keep)
 		return err
 	})
 	return freed, wired, err

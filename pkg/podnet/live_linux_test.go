@@ -2,9 +2,11 @@ package podnet
 
 import (
 	"maps"
+	"net"
 	"net/netip"
 	"testing"
 
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
@@ -76,6 +78,42 @@ func TestLiveAndReattach(t *testing.T) {
 		}
 		if pi, err := netlink.LinkGetProtinfo(voff); err != nil || !pi.Hairpin {
 			t.Errorf("voff put back without hairpin: %+v, %v", pi, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPlugMarksBeforeWire: a pair plugged in but not wired yet (its address
+// being allocated) already counts as a live pod, with no address; once
+// wired it carries its address and sits on the bridge.
+func TestPlugMarksBeforeWire(t *testing.T) {
+	node := nstest.New(t, "a veth pair for a pod")
+	pod := nstest.New(t, "the pod's namespace")
+	owner := ipam.Attachment{ContainerID: "c1", IfName: "eth0"}
+	err := node.Do(func(ns.NetNS) error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "weft0"}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return err
+		}
+		plugged, err := Plug(pod, owner, 1500)
+		if err != nil {
+			return err
+		}
+		live, err := Live()
+		if err != nil || !maps.Equal(live, map[ipam.Attachment]netip.Addr{owner: netip.IPv4Unspecified()}) {
+			t.Errorf("Live after Plug = %v, %v; want the pod, address 0.0.0.0", live, err)
+		}
+		addr := netip.MustParseAddr("172.7.21.2")
+		res := &current.Result{IPs: []*current.IPConfig{{Address: net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(24, 32)}, Gateway: net.IPv4(172, 7, 21, 1)}}}
+		if err := plugged.Wire(addr, br, true, res); err != nil {
+			return err
+		}
+		live, err = Live()
+		if err != nil || !maps.Equal(live, map[ipam.Attachment]netip.Addr{owner: addr}) {
+			t.Errorf("Live after Wire = %v, %v; want the pod at %s", live, err, addr)
 		}
 		return nil
 	})

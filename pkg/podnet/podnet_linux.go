@@ -19,52 +19,67 @@ import (
 	"github.com/weft-cni/weft/pkg/nldump"
 )
 
-// Attach creates the veth pair for ifName in the pod namespace podNS,
-// attaches the node end to bridge, and configures result's addresses and
-// routes inside the pod. It fills result.Interfaces (bridge, node veth, pod
-// interface) and points the IPs at the pod interface.
-//
-// The node end's alias marks it with owner and addr (see Live).
-func Attach(podNS ns.NetNS, owner ipam.Attachment, addr netip.Addr, bridge netlink.Link, mtu int, hairpin bool, result *current.Result) error {
-	ifName := owner.IfName
-	var hostIface net.Interface
-	// One visit to the pod's namespace: create the pair and configure the
-	// pod's end; the node's end joins the bridge afterwards.
+// Plugged is a pod's veth pair made before its address is known: its node
+// end already carries a mark naming the attachment (with no address yet),
+// so a GC that runs while the address is being allocated sees a pod there
+// and keeps the allocation (Live, read under the IPAM store's lock).
+type Plugged struct {
+	podNS     ns.NetNS
+	owner     ipam.Attachment
+	host, pod net.Interface
+}
+
+// Plug creates the veth pair for owner.IfName in the pod namespace podNS
+// with its node end in the caller's namespace, marked as pending.
+func Plug(podNS ns.NetNS, owner ipam.Attachment, mtu int) (*Plugged, error) {
+	p := &Plugged{podNS: podNS, owner: owner}
 	err := podNS.Do(func(hostNS ns.NetNS) error {
-		var podIface net.Interface
 		var err error
-		hostIface, podIface, err = ip.SetupVeth(ifName, mtu, "", hostNS)
-		if err != nil {
-			return fmt.Errorf("creating veth %s in %s: %w", ifName, podNS.Path(), err)
-		}
-		result.Interfaces = []*current.Interface{
-			{Name: bridge.Attrs().Name, Mac: bridge.Attrs().HardwareAddr.String()},
-			{Name: hostIface.Name, Mac: hostIface.HardwareAddr.String()},
-			{Name: podIface.Name, Mac: podIface.HardwareAddr.String(), Sandbox: podNS.Path()},
-		}
-		for _, ipc := range result.IPs {
-			ipc.Interface = current.Int(2)
-		}
-		if err := cniipam.ConfigureIface(ifName, result); err != nil {
-			return fmt.Errorf("configuring %s: %w", ifName, err)
-		}
-		return nil
+		p.host, p.pod, err = ip.SetupVeth(owner.IfName, mtu, "", hostNS)
+		return err
 	})
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("creating veth %s in %s: %w", owner.IfName, podNS.Path(), err)
 	}
-	hostLink, err := netlink.LinkByName(hostIface.Name)
-	if err == nil {
-		err = netlink.LinkSetMaster(hostLink, bridge)
+	if m := mark(owner, netip.IPv4Unspecified()); m != "" {
+		if err := netlink.LinkSetAlias(p.hostLink(), m); err != nil {
+			return nil, fmt.Errorf("marking %s: %w", p.host.Name, err)
+		}
 	}
+	return p, nil
+}
+
+func (p *Plugged) hostLink() netlink.Link {
+	return &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: p.host.Index, Name: p.host.Name}}
+}
+
+// Wire configures result's addresses and routes on the pod's end, attaches
+// the node end to bridge and marks it with addr (see Live). It fills
+// result.Interfaces (bridge, node veth, pod interface) and points the IPs at
+// the pod interface.
+func (p *Plugged) Wire(addr netip.Addr, bridge netlink.Link, hairpin bool, result *current.Result) error {
+	result.Interfaces = []*current.Interface{
+		{Name: bridge.Attrs().Name, Mac: bridge.Attrs().HardwareAddr.String()},
+		{Name: p.host.Name, Mac: p.host.HardwareAddr.String()},
+		{Name: p.pod.Name, Mac: p.pod.HardwareAddr.String(), Sandbox: p.podNS.Path()},
+	}
+	for _, ipc := range result.IPs {
+		ipc.Interface = current.Int(2)
+	}
+	err := p.podNS.Do(func(ns.NetNS) error { return cniipam.ConfigureIface(p.owner.IfName, result) })
+	if err != nil {
+		return fmt.Errorf("configuring %s: %w", p.owner.IfName, err)
+	}
+	host := p.hostLink()
+	err = netlink.LinkSetMaster(host, bridge)
 	if err == nil && hairpin {
-		err = netlink.LinkSetHairpin(hostLink, true)
+		err = netlink.LinkSetHairpin(host, true)
 	}
-	if m := mark(owner, addr); err == nil && m != "" {
-		err = netlink.LinkSetAlias(hostLink, m)
+	if m := mark(p.owner, addr); err == nil && m != "" {
+		err = netlink.LinkSetAlias(host, m)
 	}
 	if err != nil {
-		return fmt.Errorf("attaching %s to bridge %s: %w", hostIface.Name, bridge.Attrs().Name, err)
+		return fmt.Errorf("attaching %s to bridge %s: %w", p.host.Name, bridge.Attrs().Name, err)
 	}
 	return nil
 }

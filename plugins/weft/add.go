@@ -79,11 +79,21 @@ func openPodNS(path, ifName string) (ns.NetNS, error) {
 	return podNS, nil
 }
 
-// addPod allocates the address and wires the pod, undoing both on failure.
+// addPod plugs the pod's veth pair in, allocates the address and wires the
+// pod, undoing all of it on failure. The pair comes first: its mark tells a
+// GC running meanwhile that a pod holds whatever address this one gets.
 func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnetfile.File, bridge netlink.Link, podNS ns.NetNS) (_ *current.Result, err error) {
+	mtu := conf.MTU
+	if mtu == 0 {
+		mtu = file.MTU
+	}
+	plugged, err := podnet.Plug(podNS, attachment(args), mtu)
+	if err != nil {
+		return nil, errors.Join(err, podnet.Detach(args.Netns, args.IfName))
+	}
 	result, err := allocate(ctx, conf, args, file)
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, podnet.Detach(args.Netns, args.IfName))
 	}
 	defer func() {
 		if err != nil {
@@ -96,11 +106,7 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 			GW:  file.Gateway().AsSlice(),
 		})
 	}
-	mtu := conf.MTU
-	if mtu == 0 {
-		mtu = file.MTU
-	}
-	if err := podnet.Attach(podNS, attachment(args), ipamcni.FirstIPv4(result), bridge, mtu, conf.hairpin(), result); err != nil {
+	if err := plugged.Wire(ipamcni.FirstIPv4(result), bridge, conf.hairpin(), result); err != nil {
 		return nil, err
 	}
 	if !conf.DNS.IsEmpty() { // else keep what a delegated IPAM returned
