@@ -180,7 +180,14 @@ func (p *Pool) GC(ctx context.Context, valid []Attachment) (released []netip.Add
 	}
 	err = p.update(ctx, func(st *State) (bool, error) {
 		var live map[Attachment]netip.Addr
-		if p.live != nil {
+		candidate := false // an entry the list lacks: only then are the veths read
+		for a := range st.Entries {
+			if _, ok := keep[a]; !ok {
+				candidate = true
+				break
+			}
+		}
+		if p.live != nil && candidate {
 			var err error
 			if live, err = p.live(); err != nil {
 				return false, fmt.Errorf("finding pods' interfaces: %w", err)

@@ -82,7 +82,9 @@ func Reattach(bridge netlink.Link, hairpin bool) (int, error) {
 	n := 0
 	var errs []error
 	for _, l := range links {
-		if _, _, ok := parseMark(l.Attrs().Alias); !ok || l.Attrs().MasterIndex != 0 {
+		// A pair with no address yet belongs to an ADD under way, which
+		// puts it on the bridge itself.
+		if _, addr, ok := parseMark(l.Attrs().Alias); !ok || addr.IsUnspecified() || l.Attrs().MasterIndex != 0 {
 			continue
 		}
 		err := netlink.LinkSetMaster(l, bridge)

@@ -89,15 +89,15 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 	}
 	plugged, err := podnet.Plug(podNS, attachment(args), mtu)
 	if err != nil {
-		return nil, errors.Join(err, podnet.Detach(args.Netns, args.IfName))
+		return nil, withCleanup(err, podnet.Detach(args.Netns, args.IfName))
 	}
 	result, err := allocate(ctx, conf, args, file)
 	if err != nil {
-		return nil, errors.Join(err, podnet.Detach(args.Netns, args.IfName))
+		return nil, withCleanup(err, podnet.Detach(args.Netns, args.IfName))
 	}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, unwire(ctx, conf, args))
+			err = withCleanup(err, unwire(ctx, conf, args))
 		}
 	}()
 	if !hasDefaultRoute(result) { // a delegated IPAM may return one already
@@ -113,6 +113,16 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 		result.DNS = conf.DNS
 	}
 	return result, nil
+}
+
+// withCleanup is err, joined with the error of the cleanup after it if
+// there was one: err alone keeps a CNI error (a delegated IPAM's code and
+// details) as it is.
+func withCleanup(err, cleanupErr error) error {
+	if cleanupErr == nil {
+		return err
+	}
+	return errors.Join(err, cleanupErr)
 }
 
 // hasDefaultRoute reports whether the result has an IPv4 default route.
@@ -262,7 +272,7 @@ func allocate(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subn
 	}
 	result, err := current.NewResultFromResult(res)
 	if err != nil {
-		return nil, fmt.Errorf("converting IPAM result: %w", err)
+		return nil, errors.Join(fmt.Errorf("converting IPAM result: %w", err), invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil))
 	}
 	if len(result.IPs) == 0 {
 		return nil, errors.Join(errors.New("IPAM plugin returned no address"), invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil))
