@@ -106,15 +106,21 @@ func TestDaemonFollowsNodes(t *testing.T) {
 	})
 }
 
-// TestDaemonRepairsRules: docker's MASQUERADE inserted on top is undone
-// within the resync period and pod source IPs are preserved again.
-func TestDaemonRepairsRules(t *testing.T) {
+// seedWithDaemons is the seed's two nodes, each with its daemon ready.
+func seedWithDaemons(t *testing.T) (*cluster, *node, *node) {
 	c := newCluster(t, seedNetwork)
 	n21, n22 := c.node(t, "node21", node21Addr, nil), c.node(t, "node22", node22Addr, nil)
 	n21.startDaemon(t)
 	n22.startDaemon(t)
 	n21.waitReady(t)
 	n22.waitReady(t)
+	return c, n21, n22
+}
+
+// TestDaemonRepairsRules: docker's MASQUERADE inserted on top is undone
+// within the resync period and pod source IPs are preserved again.
+func TestDaemonRepairsRules(t *testing.T) {
+	c, n21, n22 := seedWithDaemons(t)
 	client, server := c.tp.PodNS(t, "client"), c.tp.PodNS(t, "server")
 	clientIP, serverIP := n21.add(t, client), n22.add(t, server)
 	n21.waitRoute(t, n22.subnet(t), n22.IP(), true)
@@ -310,12 +316,7 @@ func TestStatusAllWell(t *testing.T) {
 // makes the bridge again with the running pod's veth on it, so the pod is
 // reachable from the other node again.
 func TestDaemonRestoresTheBridge(t *testing.T) {
-	c := newCluster(t, seedNetwork)
-	n21, n22 := c.node(t, "node21", node21Addr, nil), c.node(t, "node22", node22Addr, nil)
-	n21.startDaemon(t)
-	n22.startDaemon(t)
-	n21.waitReady(t)
-	n22.waitReady(t)
+	c, n21, n22 := seedWithDaemons(t)
 	pod, other := c.tp.PodNS(t, "pod"), c.tp.PodNS(t, "other")
 	podIP := n21.add(t, pod)
 	n22.add(t, other)
