@@ -30,7 +30,7 @@ const markRefresh = 20 * time.Second
 // holding the subnet's gateway address, and IPv4 forwarding.
 type LinuxNode struct {
 	Bridge string
-	Log    *slog.Logger // optional: reports pods put back on a remade bridge
+	Log    *slog.Logger // reports pods put back on a remade bridge; slog's default when nil
 }
 
 var _ Node = LinuxNode{}
@@ -61,11 +61,15 @@ func (n LinuxNode) Ensure(file *subnetfile.File) error {
 	// that cannot be put back is logged, not a reason for the node to be
 	// not ready.
 	put, err := podnet.Reattach(link, true)
-	if n.Log != nil && put > 0 {
-		n.Log.Warn("put pods' veths back on the bridge, which had been deleted", "bridge", n.Bridge, "pods", put)
+	log := n.Log
+	if log == nil {
+		log = slog.Default()
 	}
-	if n.Log != nil && err != nil {
-		n.Log.Warn("some pods' veths could not be put back on the bridge", "bridge", n.Bridge, "error", err)
+	if put > 0 {
+		log.Warn("put pods' veths back on the bridge, which had been deleted", "bridge", n.Bridge, "pods", put)
+	}
+	if err != nil {
+		log.Warn("some pods' veths could not be put back on the bridge; retrying every resync", "bridge", n.Bridge, "error", err)
 	}
 	return hostnet.EnableForwarding()
 }
