@@ -60,17 +60,11 @@ func (n LinuxNode) Ensure(file *subnetfile.File) error {
 	// (the plugin's default; the daemon does not see the conflist). One veth
 	// that cannot be put back is logged, not a reason for the node to be
 	// not ready.
-	put, err := podnet.Reattach(link, true)
 	log := n.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	if put > 0 {
-		log.Warn("put pods' veths back on the bridge, which had been deleted", "bridge", n.Bridge, "pods", put)
-	}
-	if err != nil {
-		log.Warn("some pods' veths could not be put back on the bridge; retrying every resync", "bridge", n.Bridge, "error", err)
-	}
+	podnet.ReattachLogged(link, true, log)
 	return hostnet.EnableForwarding()
 }
 

@@ -168,11 +168,12 @@ func EnsureBridge(name string, file *subnetfile.File, mtu int) (netlink.Link, er
 func ensureSubnetRoute(link netlink.Link, gw netip.Prefix) error {
 	dst := &net.IPNet{IP: gw.Masked().Addr().AsSlice(), Mask: net.CIDRMask(gw.Bits(), 32)}
 	filter := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Table: unix.RT_TABLE_MAIN}
-	routes, err := nldump.Complete("routes", func() ([]netlink.Route, error) {
-		return netlink.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
-	})
-	if err != nil || len(routes) > 0 {
-		return err
+	routes, err := nldump.Routes(netlink.FAMILY_V4, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("listing the routes of %s: %w", link.Attrs().Name, err)
+	}
+	if len(routes) > 0 {
+		return nil
 	}
 	err = netlink.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Src: gw.Addr().AsSlice(),
 		Scope: netlink.SCOPE_LINK, Protocol: unix.RTPROT_KERNEL, Table: unix.RT_TABLE_MAIN})
@@ -312,7 +313,7 @@ func Inspect(name string) (BridgeState, error) {
 			st.Addrs = append(st.Addrs, p)
 		}
 	}
-	ports, err := Ports(link)
+	ports, err := bridgePorts(link)
 	if err != nil {
 		return BridgeState{}, err
 	}
@@ -323,8 +324,8 @@ func Inspect(name string) (BridgeState, error) {
 	return st, nil
 }
 
-// Ports returns the links attached to bridge: a veth per pod.
-func Ports(bridge netlink.Link) ([]netlink.Link, error) {
+// bridgePorts returns the links attached to bridge: a veth per pod.
+func bridgePorts(bridge netlink.Link) ([]netlink.Link, error) {
 	links, err := nldump.Complete("links", netlink.LinkList)
 	if err != nil {
 		return nil, err

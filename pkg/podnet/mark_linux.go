@@ -3,6 +3,7 @@ package podnet
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 
@@ -57,17 +58,38 @@ func parseMark(s string) (a ipam.Attachment, addr netip.Addr, ok bool) {
 // was deleted (until Reattach puts them back). Any of them may be a running
 // pod, so none of their addresses may be handed out.
 func Live() (map[ipam.Attachment]netip.Addr, error) {
-	links, err := nldump.Complete("links", netlink.LinkList) // acted on by what is missing
+	pods, err := markedLinks()
 	if err != nil {
 		return nil, err
 	}
-	live := map[ipam.Attachment]netip.Addr{}
-	for _, l := range links {
-		if a, addr, ok := parseMark(l.Attrs().Alias); ok {
-			live[a] = addr
-		}
+	live := make(map[ipam.Attachment]netip.Addr, len(pods))
+	for _, p := range pods {
+		live[p.owner] = p.addr
 	}
 	return live, nil
+}
+
+// markedLink is a node-side veth carrying a pod's mark.
+type markedLink struct {
+	link  netlink.Link
+	owner ipam.Attachment
+	addr  netip.Addr // unspecified while the pod's ADD allocates
+}
+
+// markedLinks lists the node's links that carry a pod's mark, from a whole
+// dump: callers act on what is missing from it.
+func markedLinks() ([]markedLink, error) {
+	links, err := nldump.Complete("links", netlink.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	var out []markedLink
+	for _, l := range links {
+		if a, addr, ok := parseMark(l.Attrs().Alias); ok {
+			out = append(out, markedLink{link: l, owner: a, addr: addr})
+		}
+	}
+	return out, nil
 }
 
 // Reattach puts back on bridge the pods' veths that lost their bridge (it
@@ -75,16 +97,17 @@ func Live() (map[ipam.Attachment]netip.Addr, error) {
 // master): without it those pods stay cut off. hairpin is set as ADD sets
 // it. It returns how many it put back.
 func Reattach(bridge netlink.Link, hairpin bool) (int, error) {
-	links, err := nldump.Complete("links", netlink.LinkList)
+	pods, err := markedLinks()
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	var errs []error
-	for _, l := range links {
+	for _, p := range pods {
 		// A pair with no address yet belongs to an ADD under way, which
 		// puts it on the bridge itself.
-		if _, addr, ok := parseMark(l.Attrs().Alias); !ok || addr.IsUnspecified() || l.Attrs().MasterIndex != 0 {
+		l := p.link
+		if p.addr.IsUnspecified() || l.Attrs().MasterIndex != 0 {
 			continue
 		}
 		err := netlink.LinkSetMaster(l, bridge)
@@ -98,4 +121,17 @@ func Reattach(bridge netlink.Link, hairpin bool) (int, error) {
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// ReattachLogged is Reattach for callers that go on whatever it did (the
+// daemon's resync, the plugin's first use): it logs the pods put back and
+// the ones that could not be.
+func ReattachLogged(bridge netlink.Link, hairpin bool, log *slog.Logger) {
+	put, err := Reattach(bridge, hairpin)
+	if put > 0 {
+		log.Warn("put pods' veths back on the bridge, which had been deleted", "bridge", bridge.Attrs().Name, "pods", put)
+	}
+	if err != nil {
+		log.Warn("some pods' veths could not be put back on the bridge; retried at the next setup", "bridge", bridge.Attrs().Name, "error", err)
+	}
 }

@@ -57,9 +57,11 @@ func (Netlink) List(network netip.Prefix) ([]Route, error) {
 // kernel interrupted: Reconcile prunes by what it lists.
 func listMain(family int) ([]netlink.Route, error) {
 	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
-	return nldump.Complete("routes", func() ([]netlink.Route, error) {
-		return netlink.RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE)
-	})
+	routes, err := nldump.Routes(family, filter, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("listing routes: %w", err)
+	}
+	return routes, nil
 }
 
 // Replace adds r, or replaces the main-table route to r.Dst.

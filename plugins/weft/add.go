@@ -212,13 +212,7 @@ func firstUse(ctx context.Context, conf *NetConf, file *subnetfile.File) (*subne
 	}
 	// A bridge deleted and made again: its pods back on it. One that cannot
 	// be is logged, not a reason to fail this pod.
-	put, err := podnet.Reattach(link, conf.hairpin())
-	if put > 0 {
-		log.Warn("put pods' veths back on the bridge, which had been deleted", "bridge", conf.Bridge, "pods", put)
-	}
-	if err != nil {
-		log.Warn("some pods' veths could not be put back on the bridge", "bridge", conf.Bridge, "error", err)
-	}
+	podnet.ReattachLogged(link, conf.hairpin(), log)
 	if routeErr != nil {
 		log.Warn("some peer routes could not be programmed", "error", routeErr)
 	}
@@ -272,10 +266,10 @@ func allocate(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subn
 	}
 	result, err := current.NewResultFromResult(res)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("converting IPAM result: %w", err), invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil))
+		return nil, errors.Join(fmt.Errorf("converting IPAM result: %w", err), release(ctx, conf, args))
 	}
 	if len(result.IPs) == 0 {
-		return nil, errors.Join(errors.New("IPAM plugin returned no address"), invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil))
+		return nil, errors.Join(errors.New("IPAM plugin returned no address"), release(ctx, conf, args))
 	}
 	return result, nil
 }
