@@ -88,16 +88,8 @@ func TestAdoptLive(t *testing.T) {
 // pod's address from its mark, as the next ADD would, instead of reporting
 // that IPAM holds nothing for it.
 func TestLookupAdoptsLive(t *testing.T) {
-	store, err := OpenDiskStore(t.TempDir(), "weft")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	web := Attachment{ContainerID: "web", IfName: "eth0"}
-	p := NewPool(store, netip.MustParsePrefix("172.7.21.0/24"))
-	p.AdoptLive(func() (map[Attachment]netip.Addr, error) {
-		return map[Attachment]netip.Addr{web: netip.MustParseAddr("172.7.21.2")}, nil
-	})
+	p := poolWithLive(t, map[Attachment]netip.Addr{web: netip.MustParseAddr("172.7.21.2")})
 	got, ok, err := p.Lookup(context.Background(), web)
 	if err != nil || !ok || got != netip.MustParseAddr("172.7.21.2") {
 		t.Fatalf("Lookup on a wiped store: %s %t %v, want the live pod's 172.7.21.2", got, ok, err)
@@ -113,16 +105,8 @@ func TestLookupAdoptsLive(t *testing.T) {
 // just got; adoption after a wipe takes no 0.0.0.0.
 func TestGCKeepsPodsBeingAdded(t *testing.T) {
 	ctx := context.Background()
-	store, err := OpenDiskStore(t.TempDir(), "weft")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	adding := Attachment{ContainerID: "adding", IfName: "eth0"}
-	p := NewPool(store, netip.MustParsePrefix("172.7.21.0/24"))
-	p.AdoptLive(func() (map[Attachment]netip.Addr, error) {
-		return map[Attachment]netip.Addr{adding: netip.IPv4Unspecified()}, nil
-	})
+	p := poolWithLive(t, map[Attachment]netip.Addr{adding: netip.IPv4Unspecified()})
 	got, err := p.Allocate(ctx, adding)
 	if err != nil || got.IsUnspecified() {
 		t.Fatalf("Allocate = %s, %v", got, err)
@@ -134,4 +118,18 @@ func TestGCKeepsPodsBeingAdded(t *testing.T) {
 	if ip, ok, _ := p.Lookup(ctx, adding); !ok || ip != got {
 		t.Errorf("after GC the pod being added holds %s (%t), want %s", ip, ok, got)
 	}
+}
+
+// poolWithLive is a pool over a new, empty disk store (missing: no state
+// file yet) for 172.7.21.0/24, whose node has the live attachments live.
+func poolWithLive(t *testing.T, live map[Attachment]netip.Addr) *Pool {
+	t.Helper()
+	store, err := OpenDiskStore(t.TempDir(), "weft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	p := NewPool(store, netip.MustParsePrefix("172.7.21.0/24"))
+	p.AdoptLive(func() (map[Attachment]netip.Addr, error) { return live, nil })
+	return p
 }
