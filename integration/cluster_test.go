@@ -78,6 +78,21 @@ func (c *cluster) node(t *testing.T, name string, addr netip.Prefix, extra map[s
 	return n
 }
 
+// setPluginField sets key in the weft plugin's section of n's conflist.
+func (n *node) setPluginField(t testing.TB, key string, value any) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(n.confDir(), "10-weft.conflist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list map[string]any
+	if err := json.Unmarshal(data, &list); err != nil {
+		t.Fatal(err)
+	}
+	list["plugins"].([]any)[0].(map[string]any)[key] = value
+	n.writeConflist(t, list)
+}
+
 func (n *node) confDir() string { return filepath.Join(n.dir, "net.d") }
 
 func (n *node) writeConflist(t testing.TB, list map[string]any) {

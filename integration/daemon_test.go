@@ -334,10 +334,40 @@ func TestDaemonRestoresTheBridge(t *testing.T) {
 	})
 	reachable("the pod reachable again after its subnet's route was deleted")
 
+	// A second pod added with hairpinMode false gets its port back as it was.
+	n21.setPluginField(t, "hairpinMode", false)
+	noHairpinIP := n21.add(t, c.tp.PodNS(t, "nohairpin"))
 	n21.Run(t, "ip", "link", "del", "weft0")
-	WaitFor(t, 15*time.Second, "the pod's veth back on a new bridge", func() (bool, error) {
-		out, err := n21.Try("ip", "-o", "link", "show", "master", "weft0")
-		return err == nil && strings.Contains(out, "veth"), nil
+	var ports map[netip.Addr]string
+	WaitFor(t, 15*time.Second, "the pods' veths back on a new bridge", func() (bool, error) {
+		ports = bridgePorts(t, n21)
+		return len(ports) == 2, nil
 	})
 	reachable("the pod reachable again after the bridge was deleted")
+	for ip, want := range map[netip.Addr]string{podIP: "hairpin on", noHairpinIP: "hairpin off"} {
+		if !strings.Contains(ports[ip], want) {
+			t.Errorf("port of the pod at %s put back without %q:\n%s", ip, want, ports[ip])
+		}
+	}
+}
+
+// bridgePorts maps the address of each pod on n's bridge to its port's
+// details (`ip -d link`), found by the pod's mark.
+func bridgePorts(t *testing.T, n *node) map[netip.Addr]string {
+	t.Helper()
+	out, err := n.Try("ip", "-o", "-d", "link", "show", "master", "weft0")
+	if err != nil {
+		return nil
+	}
+	ports := map[netip.Addr]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		_, mark, ok := strings.Cut(line, "alias weft pod ")
+		if !ok {
+			continue
+		}
+		if ip, err := netip.ParseAddr(strings.Fields(mark)[0]); err == nil {
+			ports[ip] = line
+		}
+	}
+	return ports
 }

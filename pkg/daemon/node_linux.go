@@ -56,15 +56,14 @@ func (n LinuxNode) Ensure(file *subnetfile.File) error {
 	if err != nil {
 		return err
 	}
-	// The bridge deleted and made again: its pods back on it, with hairpin
-	// (the plugin's default; the daemon does not see the conflist). One veth
-	// that cannot be put back is logged, not a reason for the node to be
-	// not ready.
+	// The bridge deleted and made again: its pods back on it, each with the
+	// hairpin setting its mark records. One veth that cannot be put back is
+	// logged, not a reason for the node to be not ready.
 	log := n.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	podnet.ReattachLogged(link, true, log)
+	podnet.ReattachLogged(link, log)
 	return hostnet.EnableForwarding()
 }
 

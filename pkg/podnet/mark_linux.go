@@ -14,18 +14,44 @@ import (
 )
 
 // The node end of each pod's veth carries a mark in its alias naming the
-// attachment and its address, e.g. "weft pod 172.7.21.2 c0ffee eth0": the
-// kernel's own record of which addresses live pods hold, read back when the
-// IPAM store has been wiped while they run (ipam.Pool.AdoptLive).
+// attachment, its address, its bridge and its hairpin setting, e.g.
+// "weft pod 172.7.21.2 c0ffee eth0 weft0 hairpin": the kernel's own record
+// of which addresses live pods hold, read back when the IPAM store has been
+// wiped while they run (ipam.Pool.AdoptLive), and of how to put a veth back
+// on its bridge when the bridge was deleted and made again (Reattach).
+// Marks written before the bridge and hairpin were recorded have only the
+// first three fields; they count for every bridge, with hairpin on (the
+// default then).
 const markPrefix = "weft pod "
+
+// Hairpin fields of a mark.
+const (
+	hairpinOn  = "hairpin"
+	hairpinOff = "nohairpin"
+)
 
 // maxAlias is the longest alias the kernel keeps (IFALIASZ - 1).
 const maxAlias = 255
 
-// mark renders the alias of a pod's node-side veth; "" when it would not
-// fit (a container ID longer than runtimes use).
-func mark(a ipam.Attachment, addr netip.Addr) string {
-	s := fmt.Sprintf("%s%s %s %s", markPrefix, addr, a.ContainerID, a.IfName)
+// podMark is what a mark records.
+type podMark struct {
+	owner   ipam.Attachment
+	addr    netip.Addr // unspecified while the pod's ADD allocates
+	bridge  string     // "" in a mark of the three-field form: any bridge
+	hairpin bool
+}
+
+// on reports whether the mark's pod belongs on bridge.
+func (m podMark) on(bridge string) bool { return m.bridge == "" || m.bridge == bridge }
+
+// render returns the alias for m; "" when it would not fit (a container ID
+// longer than runtimes use).
+func (m podMark) render() string {
+	hairpin := hairpinOff
+	if m.hairpin {
+		hairpin = hairpinOn
+	}
+	s := fmt.Sprintf("%s%s %s %s %s %s", markPrefix, m.addr, m.owner.ContainerID, m.owner.IfName, m.bridge, hairpin)
 	if len(s) > maxAlias {
 		return ""
 	}
@@ -33,32 +59,49 @@ func mark(a ipam.Attachment, addr netip.Addr) string {
 }
 
 // parseMark reads a mark; ok is false for any other alias.
-func parseMark(s string) (a ipam.Attachment, addr netip.Addr, ok bool) {
+func parseMark(s string) (m podMark, ok bool) {
 	rest, found := strings.CutPrefix(s, markPrefix)
 	if !found {
-		return a, addr, false
+		return m, false
 	}
 	fields := strings.Split(rest, " ")
-	if len(fields) != 3 {
-		return a, addr, false
+	switch len(fields) {
+	case 3:
+		m.hairpin = true
+	case 5:
+		if ipam.ValidateName("bridge", fields[3]) != nil || len(fields[3]) > 15 {
+			return podMark{}, false
+		}
+		m.bridge = fields[3]
+		switch fields[4] {
+		case hairpinOn:
+			m.hairpin = true
+		case hairpinOff:
+		default:
+			return podMark{}, false
+		}
+	default:
+		return podMark{}, false
 	}
 	addr, err := netip.ParseAddr(fields[0])
 	if err != nil || !addr.Is4() {
-		return ipam.Attachment{}, netip.Addr{}, false
+		return podMark{}, false
 	}
-	a = ipam.Attachment{ContainerID: fields[1], IfName: fields[2]}
-	if ipam.ValidateName("container ID", a.ContainerID) != nil || ipam.ValidateName("interface name", a.IfName) != nil {
-		return ipam.Attachment{}, netip.Addr{}, false
+	m.addr = addr
+	m.owner = ipam.Attachment{ContainerID: fields[1], IfName: fields[2]}
+	if ipam.ValidateName("container ID", m.owner.ContainerID) != nil || ipam.ValidateName("interface name", m.owner.IfName) != nil {
+		return podMark{}, false
 	}
-	return a, addr, true
+	return m, true
 }
 
-// Live returns the attachments whose veths exist on the node now, with the
-// addresses their marks record: on the bridge, or off it after the bridge
-// was deleted (until Reattach puts them back). Any of them may be a running
-// pod, so none of their addresses may be handed out.
-func Live() (map[ipam.Attachment]netip.Addr, error) {
-	pods, err := markedLinks()
+// Live returns the attachments on bridge whose veths exist on the node now,
+// with the addresses their marks record: on the bridge, or off it after the
+// bridge was deleted (until Reattach puts them back). Any of them may be a
+// running pod, so none of their addresses may be handed out. Pods of
+// another bridge (another weft network on the node) are not counted.
+func Live(bridge string) (map[ipam.Attachment]netip.Addr, error) {
+	pods, err := markedLinks(bridge)
 	if err != nil {
 		return nil, err
 	}
@@ -71,33 +114,33 @@ func Live() (map[ipam.Attachment]netip.Addr, error) {
 
 // markedLink is a node-side veth carrying a pod's mark.
 type markedLink struct {
-	link  netlink.Link
-	owner ipam.Attachment
-	addr  netip.Addr // unspecified while the pod's ADD allocates
+	podMark
+	link netlink.Link
 }
 
-// markedLinks lists the node's links that carry a pod's mark, from a whole
-// dump: callers act on what is missing from it.
-func markedLinks() ([]markedLink, error) {
+// markedLinks lists the node's links that carry the mark of a pod on
+// bridge, from a whole dump: callers act on what is missing from it.
+func markedLinks(bridge string) ([]markedLink, error) {
 	links, err := nldump.Complete("links", netlink.LinkList)
 	if err != nil {
 		return nil, err
 	}
 	var out []markedLink
 	for _, l := range links {
-		if a, addr, ok := parseMark(l.Attrs().Alias); ok {
-			out = append(out, markedLink{link: l, owner: a, addr: addr})
+		if m, ok := parseMark(l.Attrs().Alias); ok && m.on(bridge) {
+			out = append(out, markedLink{podMark: m, link: l})
 		}
 	}
 	return out, nil
 }
 
-// Reattach puts back on bridge the pods' veths that lost their bridge (it
-// was deleted and made again; a veth whose bridge goes stays, with no
-// master): without it those pods stay cut off. hairpin is set as ADD sets
-// it. It returns how many it put back.
-func Reattach(bridge netlink.Link, hairpin bool) (int, error) {
-	pods, err := markedLinks()
+// Reattach puts back on bridge the veths of its pods that lost their bridge
+// (it was deleted and made again; a veth whose bridge goes stays, with no
+// master): without it those pods stay cut off. Each gets the hairpin
+// setting its ADD gave it, which its mark records. It returns how many it
+// put back.
+func Reattach(bridge netlink.Link) (int, error) {
+	pods, err := markedLinks(bridge.Attrs().Name)
 	if err != nil {
 		return 0, err
 	}
@@ -111,7 +154,7 @@ func Reattach(bridge netlink.Link, hairpin bool) (int, error) {
 			continue
 		}
 		err := netlink.LinkSetMaster(l, bridge)
-		if err == nil && hairpin {
+		if err == nil && p.hairpin {
 			err = netlink.LinkSetHairpin(l, true)
 		}
 		if err != nil {
@@ -126,8 +169,8 @@ func Reattach(bridge netlink.Link, hairpin bool) (int, error) {
 // ReattachLogged is Reattach for callers that go on whatever it did (the
 // daemon's resync, the plugin's first use): it logs the pods put back and
 // the ones that could not be.
-func ReattachLogged(bridge netlink.Link, hairpin bool, log *slog.Logger) {
-	put, err := Reattach(bridge, hairpin)
+func ReattachLogged(bridge netlink.Link, log *slog.Logger) {
+	put, err := Reattach(bridge)
 	if put > 0 {
 		log.Warn("put pods' veths back on the bridge, which had been deleted", "bridge", bridge.Attrs().Name, "pods", put)
 	}

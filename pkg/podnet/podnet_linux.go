@@ -25,23 +25,32 @@ import (
 // and keeps the allocation (Live, read under the IPAM store's lock).
 type Plugged struct {
 	podNS     ns.NetNS
-	owner     ipam.Attachment
+	port      Port
+	mark      podMark
 	host, pod net.Interface
+}
+
+// Port is where and how a pod's veth joins the node.
+type Port struct {
+	Bridge  netlink.Link
+	Hairpin bool
+	MTU     int
 }
 
 // Plug creates the veth pair for owner.IfName in the pod namespace podNS
 // with its node end in the caller's namespace, marked as pending.
-func Plug(podNS ns.NetNS, owner ipam.Attachment, mtu int) (*Plugged, error) {
-	p := &Plugged{podNS: podNS, owner: owner}
+func Plug(podNS ns.NetNS, owner ipam.Attachment, port Port) (*Plugged, error) {
+	p := &Plugged{podNS: podNS, port: port,
+		mark: podMark{owner: owner, addr: netip.IPv4Unspecified(), bridge: port.Bridge.Attrs().Name, hairpin: port.Hairpin}}
 	err := podNS.Do(func(hostNS ns.NetNS) error {
 		var err error
-		p.host, p.pod, err = ip.SetupVeth(owner.IfName, mtu, "", hostNS)
+		p.host, p.pod, err = ip.SetupVeth(owner.IfName, port.MTU, "", hostNS)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating veth %s in %s: %w", owner.IfName, podNS.Path(), err)
 	}
-	if m := mark(owner, netip.IPv4Unspecified()); m != "" {
+	if m := p.mark.render(); m != "" {
 		if err := netlink.LinkSetAlias(p.hostLink(), m); err != nil {
 			return nil, fmt.Errorf("marking %s: %w", p.host.Name, err)
 		}
@@ -54,10 +63,11 @@ func (p *Plugged) hostLink() netlink.Link {
 }
 
 // Wire configures result's addresses and routes on the pod's end, attaches
-// the node end to bridge and marks it with addr (see Live). It fills
-// result.Interfaces (bridge, node veth, pod interface) and points the IPs at
-// the pod interface.
-func (p *Plugged) Wire(addr netip.Addr, bridge netlink.Link, hairpin bool, result *current.Result) error {
+// the node end to the port's bridge and marks it with addr (see Live). It
+// fills result.Interfaces (bridge, node veth, pod interface) and points the
+// IPs at the pod interface.
+func (p *Plugged) Wire(addr netip.Addr, result *current.Result) error {
+	bridge := p.port.Bridge
 	result.Interfaces = []*current.Interface{
 		{Name: bridge.Attrs().Name, Mac: bridge.Attrs().HardwareAddr.String()},
 		{Name: p.host.Name, Mac: p.host.HardwareAddr.String()},
@@ -66,16 +76,17 @@ func (p *Plugged) Wire(addr netip.Addr, bridge netlink.Link, hairpin bool, resul
 	for _, ipc := range result.IPs {
 		ipc.Interface = current.Int(2)
 	}
-	err := p.podNS.Do(func(ns.NetNS) error { return cniipam.ConfigureIface(p.owner.IfName, result) })
+	err := p.podNS.Do(func(ns.NetNS) error { return cniipam.ConfigureIface(p.mark.owner.IfName, result) })
 	if err != nil {
-		return fmt.Errorf("configuring %s: %w", p.owner.IfName, err)
+		return fmt.Errorf("configuring %s: %w", p.mark.owner.IfName, err)
 	}
 	host := p.hostLink()
 	err = netlink.LinkSetMaster(host, bridge)
-	if err == nil && hairpin {
+	if err == nil && p.port.Hairpin {
 		err = netlink.LinkSetHairpin(host, true)
 	}
-	if m := mark(p.owner, addr); err == nil && m != "" {
+	p.mark.addr = addr
+	if m := p.mark.render(); err == nil && m != "" {
 		err = netlink.LinkSetAlias(host, m)
 	}
 	if err != nil {

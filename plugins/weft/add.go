@@ -87,7 +87,7 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 	if mtu == 0 {
 		mtu = file.MTU
 	}
-	plugged, err := podnet.Plug(podNS, attachment(args), mtu)
+	plugged, err := podnet.Plug(podNS, attachment(args), podnet.Port{Bridge: bridge, Hairpin: conf.hairpin(), MTU: mtu})
 	if err != nil {
 		return nil, withCleanup(err, podnet.Detach(args.Netns, args.IfName))
 	}
@@ -106,7 +106,7 @@ func addPod(ctx context.Context, conf *NetConf, args *skel.CmdArgs, file *subnet
 			GW:  file.Gateway().AsSlice(),
 		})
 	}
-	if err := plugged.Wire(ipamcni.FirstIPv4(result), bridge, conf.hairpin(), result); err != nil {
+	if err := plugged.Wire(ipamcni.FirstIPv4(result), result); err != nil {
 		return nil, err
 	}
 	if !conf.DNS.IsEmpty() { // else keep what a delegated IPAM returned
@@ -212,7 +212,7 @@ func firstUse(ctx context.Context, conf *NetConf, file *subnetfile.File) (*subne
 	}
 	// A bridge deleted and made again: its pods back on it. One that cannot
 	// be is logged, not a reason to fail this pod.
-	podnet.ReattachLogged(link, conf.hairpin(), log)
+	podnet.ReattachLogged(link, log)
 	if routeErr != nil {
 		log.Warn("some peer routes could not be programmed", "error", routeErr)
 	}

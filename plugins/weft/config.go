@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"strings"
 	"time"
@@ -69,7 +70,8 @@ func loadConf(stdin []byte) (*NetConf, error) {
 		}
 		// A store wiped while pods run learns their addresses from their
 		// veths' marks before it hands any out, and GC keeps those.
-		ipamConf.Live = podnet.Live
+		bridge := conf.Bridge
+		ipamConf.Live = func() (map[ipam.Attachment]netip.Addr, error) { return podnet.Live(bridge) }
 		conf.ipamConf = ipamConf
 	}
 	return conf, nil
