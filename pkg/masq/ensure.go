@@ -26,9 +26,13 @@ func (rep *Report) add(format string, args ...any) {
 // ours.
 //
 // Ensure re-reads a chain before every change, so a concurrent writer (another
-// pod ADD, docker) costs extra steps rather than a wrong deletion. The window
-// between that read and a DeleteById remains; callers on one host that may
-// run concurrently should still serialise their calls.
+// pod ADD, docker) costs extra steps rather than a wrong deletion. Surplus
+// jumps in builtin chains are deleted by spec, which cannot remove another
+// program's rule, except a surplus exact copy of a jump that must be first:
+// that one is deleted by position, and a writer inserting above it between
+// the read and the delete would lose a rule. Weft's own chains are also
+// changed by position, so callers on one host that may run concurrently
+// should still serialise their calls (weft does, under its node lock).
 func Ensure(ipt IPTables, r Rules) (Report, error) {
 	chains, err := desired(ipt, r)
 	if err != nil {

@@ -24,6 +24,11 @@ type fakeIPT struct {
 	writes int // calls that change rules or chains
 	// afterWrite, when set, runs after every successful change.
 	afterWrite func()
+	// beforeWrite, when set, runs at the start of every Insert, Delete and
+	// DeleteById, named by call: another writer acting between the caller's
+	// read and its change. Its own calls do not run it again.
+	beforeWrite func(call, table, chain string)
+	inHook      bool
 	// failInsert, when set, makes Insert fail for matching calls.
 	failInsert func(table, chain string, pos int) error
 }
@@ -66,6 +71,15 @@ func (f *fakeIPT) wrote() {
 	if f.afterWrite != nil {
 		f.afterWrite()
 	}
+}
+
+func (f *fakeIPT) before(call, table, chain string) {
+	if f.beforeWrite == nil || f.inHook {
+		return
+	}
+	f.inHook = true
+	defer func() { f.inHook = false }()
+	f.beforeWrite(call, table, chain)
 }
 
 func (f *fakeIPT) ChainExists(table, chain string) (bool, error) {
@@ -148,6 +162,7 @@ func (f *fakeIPT) ListById(table, chain string, id int) (string, error) {
 }
 
 func (f *fakeIPT) Insert(table, chain string, pos int, rulespec ...string) error {
+	f.before("Insert", table, chain)
 	f.calls++
 	if f.failInsert != nil {
 		if err := f.failInsert(table, chain, pos); err != nil {
@@ -173,7 +188,10 @@ func (f *fakeIPT) Insert(table, chain string, pos int, rulespec ...string) error
 	return nil
 }
 
+// Delete removes the first rule that is exactly rulespec, as iptables -D
+// does.
 func (f *fakeIPT) Delete(table, chain string, rulespec ...string) error {
+	f.before("Delete", table, chain)
 	f.calls++
 	c, err := f.chain(table, chain)
 	if err != nil {
@@ -193,6 +211,7 @@ func (f *fakeIPT) Delete(table, chain string, rulespec ...string) error {
 }
 
 func (f *fakeIPT) DeleteById(table, chain string, id int) error {
+	f.before("DeleteById", table, chain)
 	f.calls++
 	c, err := f.chain(table, chain)
 	if err != nil {

@@ -179,3 +179,73 @@ func assertAbsentFromRoot(t *testing.T) {
 		}
 	}
 }
+
+// TestRealIPTablesSurplusJumps: stale variants of our jumps (as iptables -S
+// prints them, quoting included) and surplus exact copies are deleted by
+// spec by the real iptables -D, and the foreign rules between them stay.
+func TestRealIPTablesSurplusJumps(t *testing.T) {
+	target := newNS(t)
+	r := Rules{Network: testNetwork, IPMasq: true}
+	drop := []string{"-s", "192.168.0.0/16", "-j", "DROP"}
+	docker := []string{"-s", "172.17.0.0/16", "!", "-o", "docker0", "-j", "MASQUERADE"}
+
+	inNS(t, target, func(ipt *iptables.IPTables) error {
+		if _, err := Ensure(ipt, r); err != nil {
+			return err
+		}
+		for _, rule := range []struct {
+			table, chain string
+			spec         []string
+		}{
+			{"filter", "FORWARD", drop},
+			{"filter", "FORWARD", []string{"-m", "comment", "--comment", "weft 0.3 \"old\"", "-j", ChainForward}},
+			{"filter", "FORWARD", jumpTo(ChainForward)},
+			{"filter", "FORWARD", []string{"-g", ChainForward}},
+			{"nat", "POSTROUTING", docker},
+			{"nat", "POSTROUTING", []string{"-j", ChainNAT}},
+			{"nat", "POSTROUTING", jumpTo(ChainNAT)},
+		} {
+			if err := ipt.Append(rule.table, rule.chain, rule.spec...); err != nil {
+				return err
+			}
+		}
+		rep, err := Ensure(ipt, r)
+		if err != nil {
+			return err
+		}
+		want := []string{
+			"removed duplicate jump to WEFT-POSTRTG at position 4 of nat POSTROUTING",
+			"removed stale jump to WEFT-POSTRTG from nat POSTROUTING: -j WEFT-POSTRTG",
+			"removed stale jump to WEFT-FWD from filter FORWARD: -g WEFT-FWD",
+			"removed duplicate jump to WEFT-FWD from filter FORWARD",
+			`removed stale jump to WEFT-FWD from filter FORWARD: -m comment --comment "weft 0.3 \"old\"" -j WEFT-FWD`,
+		}
+		if !slices.Equal(rep.Repairs, want) {
+			return fmt.Errorf("repairs = %q\nwant %q", rep.Repairs, want)
+		}
+		for _, c := range []struct {
+			table, chain string
+			want         []string
+		}{
+			{"nat", "POSTROUTING", []string{"-P POSTROUTING ACCEPT",
+				"-A POSTROUTING -m comment --comment weft -j WEFT-POSTRTG",
+				"-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE"}},
+			{"filter", "FORWARD", []string{"-P FORWARD ACCEPT",
+				"-A FORWARD -s 192.168.0.0/16 -j DROP",
+				"-A FORWARD -m comment --comment weft -j WEFT-FWD"}},
+		} {
+			got, err := listS(c.table, c.chain)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(got, c.want) {
+				return fmt.Errorf("%s %s:\n got %q\nwant %q", c.table, c.chain, got, c.want)
+			}
+		}
+		if p, err := Check(ipt, r); err != nil || len(p) != 0 {
+			return fmt.Errorf("Check after repair = %q, %v", p, err)
+		}
+		return Remove(ipt)
+	})
+	assertAbsentFromRoot(t)
+}

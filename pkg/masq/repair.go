@@ -9,16 +9,27 @@ import (
 // makes Ensure fail instead of spin.
 const maxSteps = 64
 
-// step is one change towards the desired chain: insert spec at pos, or
-// delete the rule at pos (which held spec when the chain was read).
+// op is what a step does.
+type op int
+
+const (
+	opInsert     op = iota // insert spec at pos
+	opDeleteAt             // delete the rule at pos, which held spec when the chain was read
+	opDeleteSpec           // delete the first rule that is exactly spec, wherever it is now
+)
+
+// step is one change towards the desired chain. An opDeleteAt can hit
+// another program's rule if that program writes the chain between our read
+// and the delete; an opDeleteSpec cannot, since it only ever removes a rule
+// that is exactly spec.
 type step struct {
-	insert bool
-	pos    int
-	spec   []string
+	op   op
+	pos  int // opInsert, opDeleteAt
+	spec []string
 }
 
 func (s step) same(o step) bool {
-	return s.insert == o.insert && s.pos == o.pos && slices.Equal(s.spec, o.spec)
+	return s.op == o.op && s.pos == o.pos && slices.Equal(s.spec, o.spec)
 }
 
 // planner picks the next step for a chain's current rules; ok is false when
@@ -43,7 +54,7 @@ func ensureChain(ipt IPTables, c Chain, rep *Report) error {
 	if len(done) > 0 && exists {
 		inserted := 0
 		for _, s := range done {
-			if s.insert {
+			if s.op == opInsert {
 				inserted++
 			}
 		}
@@ -53,15 +64,18 @@ func ensureChain(ipt IPTables, c Chain, rep *Report) error {
 	return err
 }
 
+// planChain deletes by position: weft's own chains are written only by weft,
+// under its node lock, so nobody moves their rules between the read and the
+// delete. (Builtin chains are another matter; see planJump.)
 func planChain(want [][]string) planner {
 	return func(actual [][]string) (step, bool) {
 		for i, spec := range want {
 			if i >= len(actual) || !slices.Equal(actual[i], spec) {
-				return step{insert: true, pos: i + 1, spec: spec}, true
+				return step{op: opInsert, pos: i + 1, spec: spec}, true
 			}
 		}
 		if n := len(actual); n > len(want) {
-			return step{pos: n, spec: actual[n-1]}, true
+			return step{op: opDeleteAt, pos: n, spec: actual[n-1]}, true
 		}
 		return step{}, false
 	}
@@ -69,36 +83,61 @@ func planChain(want [][]string) planner {
 
 // ensureJump leaves exactly one jump to c.Name in c.From, c.Jump: first
 // when c.First (the new jump goes in at the top first, stale copies are
-// deleted from the bottom up after), else the first jump found, or c.Jump
+// deleted from the bottom up after), else one of the exact copies found
+// (deleting surplus copies by spec removes the upper ones), or c.Jump
 // appended when there is none.
 func ensureJump(ipt IPTables, c Chain, rep *Report) error {
 	done, err := converge(ipt, c.Table, c.From, planJump(c))
 	for _, s := range done {
 		switch {
-		case s.insert && s.pos == 1:
+		case s.op == opInsert && s.pos == 1:
 			rep.add("inserted jump to %s at top of %s %s", c.Name, c.Table, c.From)
-		case s.insert:
+		case s.op == opInsert:
 			rep.add("appended jump to %s to %s %s", c.Name, c.Table, c.From)
-		default:
+		case s.op == opDeleteAt:
 			rep.add("removed duplicate jump to %s at position %d of %s %s", c.Name, s.pos, c.Table, c.From)
+		case slices.Equal(s.spec, c.Jump):
+			rep.add("removed duplicate jump to %s from %s %s", c.Name, c.Table, c.From)
+		default:
+			rep.add("removed stale jump to %s from %s %s: %s", c.Name, c.Table, c.From, render(s.spec))
 		}
 	}
 	return err
 }
 
+// planJump plans the jump in a builtin chain, which other software (docker,
+// kube-proxy, a NetworkPolicy engine) writes at any time, so surplus jumps
+// are deleted by spec wherever that is correct:
+//   - a jump that differs from c.Jump (a stale variant, from an older weft
+//     or by hand) is never the one kept, so deleting its first match is right;
+//   - a surplus exact copy of c.Jump when c.First is false: deleting by spec
+//     removes the first copy and another exact copy remains, which is as good
+//     (its position does not matter), and the number of jumps still drops by
+//     one each step.
+//
+// Only a surplus exact copy of c.Jump when c.First is true is deleted by
+// position: by spec would remove the copy at the top, the next read would
+// insert c.Jump at the top again, and the repair would never end. That
+// delete follows a fresh read (converge reads before every step), but
+// another writer inserting above between the read and the delete would
+// still make it remove that writer's rule.
 func planJump(c Chain) planner {
 	return func(actual [][]string) (step, bool) {
 		keep := slices.IndexFunc(actual, func(spec []string) bool { return slices.Equal(spec, c.Jump) })
 		switch {
 		case c.First && keep != 0:
-			return step{insert: true, pos: 1, spec: c.Jump}, true
+			return step{op: opInsert, pos: 1, spec: c.Jump}, true
 		case keep < 0:
-			return step{insert: true, pos: len(actual) + 1, spec: c.Jump}, true
+			return step{op: opInsert, pos: len(actual) + 1, spec: c.Jump}, true
 		}
 		for i := len(actual) - 1; i >= 0; i-- {
-			if i != keep && jumpsTo(actual[i], c.Name) {
-				return step{pos: i + 1, spec: actual[i]}, true
+			if i == keep || !jumpsTo(actual[i], c.Name) {
+				continue
 			}
+			if c.First && slices.Equal(actual[i], c.Jump) {
+				return step{op: opDeleteAt, pos: i + 1, spec: actual[i]}, true
+			}
+			return step{op: opDeleteSpec, spec: actual[i]}, true
 		}
 		return step{}, false
 	}
@@ -136,14 +175,21 @@ func converge(ipt IPTables, table, chain string, plan planner) ([]step, error) {
 }
 
 func apply(ipt IPTables, table, chain string, s step) error {
-	if s.insert {
+	switch s.op {
+	case opInsert:
 		if err := ipt.Insert(table, chain, s.pos, s.spec...); err != nil {
 			return fmt.Errorf("inserting rule %q at position %d of %s %s: %w", render(s.spec), s.pos, table, chain, err)
 		}
-		return nil
-	}
-	if err := ipt.DeleteById(table, chain, s.pos); err != nil {
-		return fmt.Errorf("deleting rule %q at position %d of %s %s: %w", render(s.spec), s.pos, table, chain, err)
+	case opDeleteSpec:
+		if err := ipt.Delete(table, chain, s.spec...); err != nil {
+			return fmt.Errorf("deleting rule %q from %s %s: %w", render(s.spec), table, chain, err)
+		}
+	case opDeleteAt:
+		if err := ipt.DeleteById(table, chain, s.pos); err != nil {
+			return fmt.Errorf("deleting rule %q at position %d of %s %s: %w", render(s.spec), s.pos, table, chain, err)
+		}
+	default:
+		return fmt.Errorf("unknown step %d on %s %s", s.op, table, chain)
 	}
 	return nil
 }
