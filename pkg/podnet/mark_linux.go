@@ -47,15 +47,34 @@ func (m podMark) on(bridge string) bool { return m.bridge == "" || m.bridge == b
 // render returns the alias for m; "" when it would not fit (a container ID
 // longer than runtimes use).
 func (m podMark) render() string {
+	if s := m.render0(); len(s) <= maxAlias {
+		return s
+	}
+	return ""
+}
+
+// render0 is the alias for m, whatever its length.
+func (m podMark) render0() string {
 	hairpin := hairpinOff
 	if m.hairpin {
 		hairpin = hairpinOn
 	}
-	s := fmt.Sprintf("%s%s %s %s %s %s", markPrefix, m.addr, m.owner.ContainerID, m.owner.IfName, m.bridge, hairpin)
-	if len(s) > maxAlias {
-		return ""
+	return fmt.Sprintf("%s%s %s %s %s %s", markPrefix, m.addr, m.owner.ContainerID, m.owner.IfName, m.bridge, hairpin)
+}
+
+// Markable fails when a pod's mark could not hold owner on bridge: the
+// alias the kernel keeps is 255 bytes, and a pod without its mark would be
+// invisible to GC and to a full subnet's reclaim, which would free its
+// address while it runs. Runtimes' container IDs (64 characters) fit with
+// room to spare.
+func Markable(owner ipam.Attachment, bridge string) error {
+	worst := podMark{owner: owner, addr: netip.AddrFrom4([4]byte{255, 255, 255, 255}), bridge: bridge}
+	if worst.render() == "" {
+		room := maxAlias - len(worst.render0()) + len(owner.ContainerID)
+		return fmt.Errorf("container ID is %d bytes long; weft records each pod in its veth's alias, which holds one of up to %d bytes with interface %q on bridge %q",
+			len(owner.ContainerID), room, owner.IfName, bridge)
 	}
-	return s
+	return nil
 }
 
 // parseMark reads a mark; ok is false for any other alias.

@@ -33,6 +33,32 @@ func TestMarkRoundTrip(t *testing.T) {
 	}
 }
 
+// TestMarkable: an attachment is refused when its worst-case mark (the
+// longest address, hairpin off) would not fit in the alias, and accepted
+// with a runtime's 64-character container ID.
+func TestMarkable(t *testing.T) {
+	for _, tc := range []struct {
+		id     string
+		bridge string
+		ok     bool
+	}{
+		{strings.Repeat("f", 64), "weft0", true},
+		{strings.Repeat("f", 188), "cni-weft-bridge", true},
+		{strings.Repeat("f", 189), "cni-weft-bridge", false},
+		{strings.Repeat("f", 250), "weft0", false},
+	} {
+		owner := ipam.Attachment{ContainerID: tc.id, IfName: "eth0123456789ab"}
+		err := Markable(owner, tc.bridge)
+		if (err == nil) != tc.ok {
+			t.Errorf("Markable(%d-byte ID, %q) = %v, want ok %t", len(tc.id), tc.bridge, err, tc.ok)
+		}
+		m := podMark{owner: owner, addr: netip.MustParseAddr("255.255.255.255"), bridge: tc.bridge}
+		if tc.ok && m.render() == "" {
+			t.Errorf("Markable accepted a %d-byte ID whose mark does not fit", len(tc.id))
+		}
+	}
+}
+
 // TestOldMarks: a veth marked before marks named the bridge and hairpin
 // (three fields) belongs to every bridge and had hairpin on, the default
 // then; a new mark belongs to its bridge only.

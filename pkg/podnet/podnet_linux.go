@@ -38,8 +38,12 @@ type Port struct {
 }
 
 // Plug creates the veth pair for owner.IfName in the pod namespace podNS
-// with its node end in the caller's namespace, marked as pending.
+// with its node end in the caller's namespace, marked as pending. owner
+// must be Markable on the port's bridge.
 func Plug(podNS ns.NetNS, owner ipam.Attachment, port Port) (*Plugged, error) {
+	if err := Markable(owner, port.Bridge.Attrs().Name); err != nil {
+		return nil, err
+	}
 	p := &Plugged{podNS: podNS, port: port,
 		mark: podMark{owner: owner, addr: netip.IPv4Unspecified(), bridge: port.Bridge.Attrs().Name, hairpin: port.Hairpin}}
 	err := podNS.Do(func(hostNS ns.NetNS) error {
@@ -50,10 +54,8 @@ func Plug(podNS ns.NetNS, owner ipam.Attachment, port Port) (*Plugged, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating veth %s in %s: %w", owner.IfName, podNS.Path(), err)
 	}
-	if m := p.mark.render(); m != "" {
-		if err := netlink.LinkSetAlias(p.hostLink(), m); err != nil {
-			return nil, fmt.Errorf("marking %s: %w", p.host.Name, err)
-		}
+	if err := netlink.LinkSetAlias(p.hostLink(), p.mark.render()); err != nil {
+		return nil, fmt.Errorf("marking %s: %w", p.host.Name, err)
 	}
 	return p, nil
 }
@@ -86,8 +88,8 @@ func (p *Plugged) Wire(addr netip.Addr, result *current.Result) error {
 		err = netlink.LinkSetHairpin(host, true)
 	}
 	p.mark.addr = addr
-	if m := p.mark.render(); err == nil && m != "" {
-		err = netlink.LinkSetAlias(host, m)
+	if err == nil {
+		err = netlink.LinkSetAlias(host, p.mark.render())
 	}
 	if err != nil {
 		return fmt.Errorf("attaching %s to bridge %s: %w", p.host.Name, bridge.Attrs().Name, err)

@@ -41,6 +41,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := validArgs(args.ContainerID, args.IfName); err != nil {
 		return err
 	}
+	if err := podnet.Markable(attachment(args), conf.Bridge); err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
+	}
 	podNS, err := openPodNS(args.Netns, args.IfName)
 	if err != nil {
 		return err

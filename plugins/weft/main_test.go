@@ -98,6 +98,7 @@ func TestBadRequests(t *testing.T) {
 		{"container id with ../", env("ADD", "../etc", "/proc/self/ns/net", "eth0"), goodConf, 4},
 		{"container id with /", env("ADD", "a/b", "/proc/self/ns/net", "eth0"), goodConf, 4},
 		{"container id 10k chars", env("ADD", long, "/proc/self/ns/net", "eth0"), goodConf, 4},
+		{"container id too long for its veth's mark", env("ADD", strings.Repeat("c", 200), "/proc/self/ns/net", "eth0"), goodConf, 4},
 		{"ifname too long", env("ADD", "c1", "/proc/self/ns/net", "eth0eth0eth0eth0"), goodConf, 4},
 		{"ifname with /", env("ADD", "c1", "/proc/self/ns/net", "e/0"), goodConf, 4},
 		{"ifname ..", env("ADD", "c1", "/proc/self/ns/net", ".."), goodConf, 4},
