@@ -36,7 +36,7 @@ func TestAdoptLive(t *testing.T) {
 		}
 		t.Cleanup(func() { store.Close() })
 		p := NewPool(store, subnet)
-		p.AdoptLive(live)
+		p.AdoptLive(live, nil)
 		return p
 	}
 
@@ -78,7 +78,7 @@ func TestAdoptLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	broken := open()
-	broken.AdoptLive(func() (map[Attachment]netip.Addr, error) { return nil, errors.New("netlink down") })
+	broken.AdoptLive(func() (map[Attachment]netip.Addr, error) { return nil, errors.New("netlink down") }, nil)
 	if _, err := broken.Allocate(ctx, Attachment{ContainerID: "x", IfName: "eth0"}); err == nil {
 		t.Error("allocated with the live attachments unknown")
 	}
@@ -130,6 +130,6 @@ func poolWithLive(t *testing.T, live map[Attachment]netip.Addr) *Pool {
 	}
 	t.Cleanup(func() { store.Close() })
 	p := NewPool(store, netip.MustParsePrefix("172.7.21.0/24"))
-	p.AdoptLive(func() (map[Attachment]netip.Addr, error) { return live, nil })
+	p.AdoptLive(func() (map[Attachment]netip.Addr, error) { return live, nil }, nil)
 	return p
 }

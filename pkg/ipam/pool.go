@@ -17,11 +17,12 @@ import (
 // changed) are kept until released and never handed out again; Allocate
 // for such an attachment gives it a fresh address in the current subnet.
 type Pool struct {
-	store   Store
-	subnet  netip.Prefix
-	alloc   allocator
-	initErr error // why subnet cannot be allocated from, if it cannot
-	live    LiveFunc
+	store     Store
+	subnet    netip.Prefix
+	alloc     allocator
+	initErr   error // why subnet cannot be allocated from, if it cannot
+	live      LiveFunc
+	onReclaim func(Attachment, netip.Addr)
 }
 
 // LiveFunc reports the attachments that hold an address on the node right
@@ -31,7 +32,17 @@ type LiveFunc func() (map[Attachment]netip.Addr, error)
 // AdoptLive makes Allocate, when it finds no stored state (a new node, or a
 // store wiped while pods still run), first record the addresses live
 // reports, so that none of them is handed out again.
-func (p *Pool) AdoptLive(live LiveFunc) { p.live = live }
+//
+// It also lets Allocate, when the subnet is full, free the addresses of
+// attachments that have no interface on the node any more: pods that died
+// without a DEL (a node crash, a runtime that lost its state), whose
+// addresses would otherwise stay taken until a GC. The interfaces are read
+// under the store's lock, as GC reads them, so an ADD under way, which
+// plugs its veth in before it allocates, is never taken for dead.
+// onReclaim, if not nil, is told of each address so freed.
+func (p *Pool) AdoptLive(live LiveFunc, onReclaim func(Attachment, netip.Addr)) {
+	p.live, p.onReclaim = live, onReclaim
+}
 
 // NewPool returns a Pool handing out addresses of subnet (masked, so
 // 172.7.21.1/24 means 172.7.21.0/24). A subnet that is invalid or too small
@@ -74,11 +85,16 @@ func (p *Pool) Allocate(ctx context.Context, a Attachment) (netip.Addr, error) {
 			}
 			delete(st.Entries, a) // from an earlier lease: replace it
 		}
-		inUse := make(map[netip.Addr]struct{}, len(st.Entries))
-		for _, addr := range st.Entries {
-			inUse[addr] = struct{}{}
+		next, err := p.alloc.next(addressesInUse(st), st.Last)
+		if errors.Is(err, ErrExhausted) && p.live != nil {
+			reclaimed, rerr := p.reclaim(st)
+			if rerr != nil {
+				return false, errors.Join(err, rerr)
+			}
+			if reclaimed {
+				next, err = p.alloc.next(addressesInUse(st), st.Last)
+			}
 		}
-		next, err := p.alloc.next(inUse, st.Last)
 		if err != nil {
 			return false, err
 		}
@@ -114,6 +130,39 @@ func (p *Pool) adopt(st *State) (bool, error) {
 		st.Entries[a] = addr
 	}
 	return len(held) > 0, nil
+}
+
+func addressesInUse(st *State) map[netip.Addr]struct{} {
+	inUse := make(map[netip.Addr]struct{}, len(st.Entries))
+	for _, addr := range st.Entries {
+		inUse[addr] = struct{}{}
+	}
+	return inUse
+}
+
+// reclaim frees, in a full subnet, the addresses of the attachments that
+// have no interface on the node (see AdoptLive). It reports whether it
+// freed any.
+func (p *Pool) reclaim(st *State) (bool, error) {
+	live, err := p.live()
+	if err != nil {
+		return false, fmt.Errorf("finding pods' interfaces: %w", err)
+	}
+	dead := make([]Attachment, 0)
+	for a, addr := range st.Entries {
+		if _, ok := live[a]; !ok && p.alloc.contains(addr) {
+			dead = append(dead, a)
+		}
+	}
+	slices.SortFunc(dead, compareAttachments)
+	for _, a := range dead {
+		addr := st.Entries[a]
+		delete(st.Entries, a)
+		if p.onReclaim != nil {
+			p.onReclaim(a, addr)
+		}
+	}
+	return len(dead) > 0, nil
 }
 
 // Release frees the address of attachment a. Releasing an attachment that

@@ -7,6 +7,7 @@ package ipamcni
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -24,9 +25,12 @@ type Config struct {
 	Network string // CNI network name, the store's directory
 	DataDir string
 	// Live, when set, reports the pods that hold addresses on the node; a
-	// store found missing adopts them before it allocates (ipam.Pool.AdoptLive).
+	// store found missing adopts them before it allocates, and a full
+	// subnet frees the addresses of pods that are gone (ipam.Pool.AdoptLive).
 	// The weft plugin sets it; weft-ipam alone has no way to know.
 	Live ipam.LiveFunc
+	// Log, when set, is told of each address freed from a pod that is gone.
+	Log *slog.Logger
 }
 
 type section struct {

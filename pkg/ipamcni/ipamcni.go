@@ -46,8 +46,17 @@ func (c *Config) withPool(subnet netip.Prefix, fn func(*ipam.Pool) error) error 
 		return err
 	}
 	pool := ipam.NewPool(store, subnet)
-	pool.AdoptLive(c.Live)
+	pool.AdoptLive(c.Live, c.logReclaim)
 	return errors.Join(fn(pool), store.Close())
+}
+
+// logReclaim logs an address freed, in a full subnet, from a pod that has
+// no interface on the node any more.
+func (c *Config) logReclaim(a ipam.Attachment, addr netip.Addr) {
+	if c.Log != nil {
+		c.Log.Warn("subnet full: freed the address of a pod that is gone (its interface no longer exists, no DEL came)",
+			"address", addr, "container_id", a.ContainerID, "ifname", a.IfName)
+	}
 }
 
 // Add allocates the attachment's address from file's subnet and returns the

@@ -72,6 +72,7 @@ func loadConf(stdin []byte) (*NetConf, error) {
 		// veths' marks before it hands any out, and GC keeps those.
 		bridge := conf.Bridge
 		ipamConf.Live = func() (map[ipam.Attachment]netip.Addr, error) { return podnet.Live(bridge) }
+		ipamConf.Log = log
 		conf.ipamConf = ipamConf
 	}
 	return conf, nil
