@@ -83,3 +83,52 @@ func TestFullSubnetReclaimsGonePods(t *testing.T) {
 		t.Errorf("%d allocations after the dead pods' DELs, want %d (the running pods)", got, len(live))
 	}
 }
+
+// TestFullSubnetKeepsUnmarkedPods: one running pod's veth carries no mark,
+// as a pod added by a weft from before the marks does after an upgrade,
+// and two pods died without a DEL. A full subnet cannot tell which address
+// the unmarked pod holds, so the next ADDs free nothing and fail with the
+// subnet full; above all, none of them is given the unmarked pod's address.
+func TestFullSubnetKeepsUnmarkedPods(t *testing.T) {
+	c := newCluster(t, smallSubnetNetwork)
+	n := c.node(t, "node21", node21Addr, nil)
+	var pods []string
+	var ips []netip.Addr
+	for i := range 5 {
+		pod := c.tp.PodNS(t, fmt.Sprintf("p%d", i))
+		pods, ips = append(pods, pod), append(ips, n.add(t, pod))
+	}
+	veth := ""
+	for _, line := range strings.Split(n.Run(t, "ip", "-o", "link", "show", "type", "veth"), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.Contains(line, "alias weft pod "+ips[0].String()+" ") {
+			veth, _, _ = strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		}
+	}
+	if veth == "" {
+		t.Fatalf("no veth marked with %s", ips[0])
+	}
+	n.Run(t, "ip", "link", "set", "dev", veth, "alias", "")
+	if out := n.Run(t, "ip", "-o", "link", "show", "dev", veth); strings.Contains(out, "alias") {
+		t.Fatalf("%s kept its mark: %s", veth, out)
+	}
+	for _, pod := range []string{pods[1], pods[3]} {
+		KillPod(t, pod)
+	}
+	WaitFor(t, 10*time.Second, "the dead pods' veths gone", func() (bool, error) { return veths(t, n) == 3, nil })
+
+	for _, name := range []string{"q1", "q2", "q3"} {
+		out, err := n.cnitool(t, "add", c.tp.PodNS(t, name))
+		if err != nil {
+			if !strings.Contains(out+err.Error(), "no free address") {
+				t.Errorf("ADD %s: %v %s, want the subnet full", name, err, out)
+			}
+			continue
+		}
+		if ip := resultIP(t, out); ip == ips[0] {
+			t.Fatalf("%s handed to %s while the running, unmarked pod holds it", ip, name)
+		}
+	}
+	if state := n.Run(t, "cat", n.dir+"/ipam/weft/state"); !strings.Contains(state, "ip "+ips[0].String()+" ") {
+		t.Errorf("the unmarked pod's address %s was freed:\n%s", ips[0], state)
+	}
+}

@@ -27,6 +27,9 @@ type Pool struct {
 
 // LiveFunc reports the attachments that hold an address on the node right
 // now, as the kernel knows them (the weft plugin reads its veths' marks).
+// When it also finds pod interfaces it cannot attribute, it returns the
+// attachments it could name together with an error wrapping
+// ErrUnattributed.
 type LiveFunc func() (map[Attachment]netip.Addr, error)
 
 // AdoptLive makes Allocate, when it finds no stored state (a new node, or a
@@ -117,7 +120,7 @@ func (p *Pool) adopt(st *State) (bool, error) {
 		return false, nil
 	}
 	live, err := p.live()
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrUnattributed) {
 		return false, fmt.Errorf("reading the live attachments of a missing store: %w", err)
 	}
 	held := make(map[netip.Addr]bool, len(live))
@@ -142,11 +145,13 @@ func addressesInUse(st *State) map[netip.Addr]struct{} {
 
 // reclaim frees, in a full subnet, the addresses of the attachments that
 // have no interface on the node (see AdoptLive). It reports whether it
-// freed any.
+// freed any. It frees nothing while some pod interface cannot be
+// attributed (ErrUnattributed): that pod holds one of the addresses, and
+// which one is not known.
 func (p *Pool) reclaim(st *State) (bool, error) {
 	live, err := p.live()
 	if err != nil {
-		return false, fmt.Errorf("finding pods' interfaces: %w", err)
+		return false, fmt.Errorf("finding pods' interfaces, to free the addresses of pods that are gone: %w", err)
 	}
 	dead := make([]Attachment, 0)
 	for a, addr := range st.Entries {
@@ -238,7 +243,9 @@ func (p *Pool) GC(ctx context.Context, valid []Attachment) (released []netip.Add
 		}
 		if p.live != nil && candidate {
 			var err error
-			if live, err = p.live(); err != nil {
+			// Unattributed interfaces: the runtime's list still keeps
+			// their pods, as it does under host-local.
+			if live, err = p.live(); err != nil && !errors.Is(err, ErrUnattributed) {
 				return false, fmt.Errorf("finding pods' interfaces: %w", err)
 			}
 		}

@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -107,5 +108,43 @@ func TestAllocateFullWithoutLive(t *testing.T) {
 	}
 	if len(f.st.Entries) != 5 {
 		t.Errorf("entries %v, want the five pods'", f.st.Entries)
+	}
+}
+
+// TestAllocateFullWithUnattributedPods: a pod interface whose attachment
+// is unknown (a veth from before the marks) may hold any address of a
+// full subnet, so nothing is freed, even for pods that look gone; GC (which
+// has the runtime's list) and the adoption of a missing store still use the
+// attachments that were named.
+func TestAllocateFullWithUnattributedPods(t *testing.T) {
+	unattributed := fmt.Errorf("%w: vethlegacy", ErrUnattributed)
+	var before map[Attachment]netip.Addr
+	live := func() (map[Attachment]netip.Addr, error) {
+		return map[Attachment]netip.Addr{pod(0): before[pod(0)]}, unattributed
+	}
+	p, f, reclaimed := fullPool(t, live)
+	before = maps.Clone(f.st.Entries)
+	saves := f.saves
+	_, err := p.Allocate(context.Background(), Attachment{ContainerID: "new", IfName: "eth0"})
+	if !errors.Is(err, ErrExhausted) || !errors.Is(err, ErrUnattributed) {
+		t.Fatalf("Allocate = %v, want ErrExhausted saying why nothing was freed", err)
+	}
+	if len(*reclaimed) != 0 || f.saves != saves || !maps.Equal(f.st.Entries, before) {
+		t.Fatalf("freed %v with a pod's interface unattributed", *reclaimed)
+	}
+
+	freed, wired, err := p.GC(context.Background(), []Attachment{pod(1), pod(2), pod(3)})
+	if err != nil || len(freed) != 1 || freed[0] != before[pod(4)] || !slices.Equal(wired, []Attachment{pod(0)}) {
+		t.Errorf("GC = %v, %v, %v; want p4's address freed, p0 kept as wired", freed, wired, err)
+	}
+
+	adopting := poolWithLive(t, map[Attachment]netip.Addr{pod(0): before[pod(0)]})
+	adopting.live = live
+	got, err := adopting.Allocate(context.Background(), Attachment{ContainerID: "new", IfName: "eth0"})
+	if err != nil || got == before[pod(0)] {
+		t.Fatalf("Allocate on a missing store = %s, %v; want an address other than p0's", got, err)
+	}
+	if addr, ok, err := adopting.Lookup(context.Background(), pod(0)); err != nil || !ok || addr != before[pod(0)] {
+		t.Errorf("p0 after adoption = %s %t %v, want %s adopted", addr, ok, err, before[pod(0)])
 	}
 }

@@ -30,6 +30,11 @@ var (
 	ErrCorrupt = errors.New("corrupt ipam state")
 	// ErrNotLocked: Load or Save called without holding the store's lock.
 	ErrNotLocked = errors.New("ipam store not locked")
+	// ErrUnattributed: a LiveFunc found pod interfaces whose attachment it
+	// cannot name (a veth on the bridge with no mark). The attachments it
+	// returns with it are right but may not be all, so nothing may be taken
+	// for gone because it is missing from them.
+	ErrUnattributed = errors.New("pod interfaces with no record of their attachment")
 )
 
 // Attachment identifies one interface of one container, the key of an

@@ -119,14 +119,36 @@ func parseMark(s string) (m podMark, ok bool) {
 // bridge was deleted (until Reattach puts them back). Any of them may be a
 // running pod, so none of their addresses may be handed out. Pods of
 // another bridge (another weft network on the node) are not counted.
+//
+// A port of bridge with no mark of it (a pod added by a weft that did not
+// mark veths yet) is a pod whose attachment cannot be named: Live then
+// returns the attachments it found with an error wrapping
+// ipam.ErrUnattributed, so that a full subnet frees no address while that
+// pod may hold any of them.
 func Live(bridge string) (map[ipam.Attachment]netip.Addr, error) {
-	pods, err := markedLinks(bridge)
+	links, err := nldump.Complete("links", netlink.LinkList)
 	if err != nil {
 		return nil, err
 	}
-	live := make(map[ipam.Attachment]netip.Addr, len(pods))
-	for _, p := range pods {
-		live[p.owner] = p.addr
+	brIndex := 0
+	for _, l := range links {
+		if l.Attrs().Name == bridge && l.Type() == "bridge" {
+			brIndex = l.Attrs().Index
+		}
+	}
+	live := make(map[ipam.Attachment]netip.Addr)
+	var unmarked []string
+	for _, l := range links {
+		m, ok := parseMark(l.Attrs().Alias)
+		switch {
+		case ok && m.on(bridge):
+			live[m.owner] = m.addr
+		case brIndex != 0 && l.Attrs().MasterIndex == brIndex:
+			unmarked = append(unmarked, l.Attrs().Name)
+		}
+	}
+	if len(unmarked) > 0 {
+		return live, fmt.Errorf("%w: %s, port(s) of %s, carry no weft pod mark", ipam.ErrUnattributed, strings.Join(unmarked, ", "), bridge)
 	}
 	return live, nil
 }
