@@ -29,6 +29,11 @@ func TestLiveAndReattach(t *testing.T) {
 		if err := netlink.LinkAdd(br); err != nil {
 			return err
 		}
+		// The gateway, as EnsureBridge sets it before Reattach runs: an
+		// old mark goes back only onto the bridge of its subnet.
+		if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(172, 7, 21, 1), Mask: net.CIDRMask(24, 32)}}); err != nil {
+			return err
+		}
 		at := func(id string) ipam.Attachment { return ipam.Attachment{ContainerID: id, IfName: "eth0"} }
 		addr := func(last byte) netip.Addr { return netip.AddrFrom4([4]byte{172, 7, 21, last}) }
 		pod := func(id string, last byte, bridge string, hairpin bool) string {

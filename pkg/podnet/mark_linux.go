@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -179,12 +180,15 @@ func markedLinks(bridge string) ([]markedLink, error) {
 // (it was deleted and made again; a veth whose bridge goes stays, with no
 // master): without it those pods stay cut off. Each gets the hairpin
 // setting its ADD gave it, which its mark records. It returns how many it
-// put back.
+// put back. A mark of the three-field form names no bridge: its veth goes
+// back only when its address lies in a subnet of the bridge's addresses,
+// so that another weft network's pod waits for its own bridge.
 func Reattach(bridge netlink.Link) (int, error) {
 	pods, err := markedLinks(bridge.Attrs().Name)
 	if err != nil {
 		return 0, err
 	}
+	var subnets []netip.Prefix // read only for a three-field mark
 	n := 0
 	var errs []error
 	for _, p := range pods {
@@ -193,6 +197,16 @@ func Reattach(bridge netlink.Link) (int, error) {
 		l := p.link
 		if p.addr.IsUnspecified() || l.Attrs().MasterIndex != 0 {
 			continue
+		}
+		if p.bridge == "" {
+			if subnets == nil {
+				if subnets, err = bridgeSubnets(bridge); err != nil {
+					return n, errors.Join(append(errs, err)...)
+				}
+			}
+			if !slices.ContainsFunc(subnets, func(s netip.Prefix) bool { return s.Contains(p.addr) }) {
+				continue
+			}
 		}
 		err := netlink.LinkSetMaster(l, bridge)
 		if err == nil && p.hairpin {
@@ -205,6 +219,23 @@ func Reattach(bridge netlink.Link) (int, error) {
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// bridgeSubnets returns the IPv4 subnets of bridge's addresses (not nil).
+func bridgeSubnets(bridge netlink.Link) ([]netip.Prefix, error) {
+	addrs, err := nldump.Addrs(bridge, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("reading the addresses of %s: %w", bridge.Attrs().Name, err)
+	}
+	subnets := make([]netip.Prefix, 0, len(addrs))
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		ones, bits := a.Mask.Size()
+		if ok && bits == 32 {
+			subnets = append(subnets, netip.PrefixFrom(ip, ones).Masked())
+		}
+	}
+	return subnets, nil
 }
 
 // ReattachLogged is Reattach for callers that go on whatever it did (the
