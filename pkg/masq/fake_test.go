@@ -31,6 +31,8 @@ type fakeIPT struct {
 	inHook      bool
 	// failInsert, when set, makes Insert fail for matching calls.
 	failInsert func(table, chain string, pos int) error
+	// failDelete, when set, makes Delete (by spec) fail for matching calls.
+	failDelete func(table, chain string, spec []string) error
 }
 
 type fakeChain struct {
@@ -193,6 +195,11 @@ func (f *fakeIPT) Insert(table, chain string, pos int, rulespec ...string) error
 func (f *fakeIPT) Delete(table, chain string, rulespec ...string) error {
 	f.before("Delete", table, chain)
 	f.calls++
+	if f.failDelete != nil {
+		if err := f.failDelete(table, chain, rulespec); err != nil {
+			return err
+		}
+	}
 	c, err := f.chain(table, chain)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package masq
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -94,8 +95,10 @@ func ensureJump(ipt IPTables, c Chain, rep *Report) error {
 			rep.add("inserted jump to %s at top of %s %s", c.Name, c.Table, c.From)
 		case s.op == opInsert:
 			rep.add("appended jump to %s to %s %s", c.Name, c.Table, c.From)
-		case s.op == opDeleteAt:
+		case s.op == opDeleteAt && slices.Equal(s.spec, c.Jump):
 			rep.add("removed duplicate jump to %s at position %d of %s %s", c.Name, s.pos, c.Table, c.From)
+		case s.op == opDeleteAt:
+			rep.add("removed stale jump to %s at position %d of %s %s: %s", c.Name, s.pos, c.Table, c.From, render(s.spec))
 		case slices.Equal(s.spec, c.Jump):
 			rep.add("removed duplicate jump to %s from %s %s", c.Name, c.Table, c.From)
 		default:
@@ -137,7 +140,7 @@ func planJump(c Chain) planner {
 			if c.First && slices.Equal(actual[i], c.Jump) {
 				return step{op: opDeleteAt, pos: i + 1, spec: actual[i]}, true
 			}
-			return step{op: opDeleteSpec, spec: actual[i]}, true
+			return step{op: opDeleteSpec, pos: i + 1, spec: actual[i]}, true
 		}
 		return step{}, false
 	}
@@ -146,7 +149,10 @@ func planJump(c Chain) planner {
 // converge reads the chain, applies the step plan picks, and repeats until
 // plan is satisfied. Reading before every step keeps positions current when
 // someone else writes the chain meanwhile. A failed step is retried once
-// after a fresh read; failing again the same way is an error.
+// after a fresh read; failing again the same way is an error, except for a
+// delete by spec: a rule whose printed form iptables does not take back
+// (a match module that prints differently from how it parses) is then
+// deleted at the position it holds in the read just made.
 func converge(ipt IPTables, table, chain string, plan planner) ([]step, error) {
 	var (
 		done   []step
@@ -162,11 +168,17 @@ func converge(ipt IPTables, table, chain string, plan planner) ([]step, error) {
 			return done, nil
 		}
 		if err := apply(ipt, table, chain, s); err != nil {
-			if failed != nil && failed.same(s) {
+			if failed == nil || !failed.same(s) {
+				failed = &s
+				continue
+			}
+			if s.op != opDeleteSpec {
 				return done, err
 			}
-			failed = &s
-			continue
+			s.op = opDeleteAt
+			if errAt := apply(ipt, table, chain, s); errAt != nil {
+				return done, errors.Join(err, errAt)
+			}
 		}
 		failed = nil
 		done = append(done, s)

@@ -283,3 +283,26 @@ func TestFakeDeleteFirstMatch(t *testing.T) {
 	}
 	assertRules(t, f, "filter", "FORWARD", staleFwdRule, dropRule)
 }
+
+// TestJumpDeleteFallsBackToPosition: a stale jump that iptables will not
+// delete by the spec it printed (a match that does not read back as it
+// prints) is deleted at its position after a fresh read, instead of
+// failing every repair; the other rules stay.
+func TestJumpDeleteFallsBackToPosition(t *testing.T) {
+	c := chainOf(t, ChainForward)
+	f := newFakeIPT()
+	mustEnsure(t, f, cluster)
+	setChain(t, f, c.Table, c.From, dropSpec, staleFwd2, jumpTo(ChainForward))
+	f.failDelete = func(_, _ string, spec []string) error {
+		if slices.Equal(spec, staleFwd2) {
+			return fmt.Errorf("iptables: Bad rule (does a matching rule exist in that chain?). (exit status 1)")
+		}
+		return nil
+	}
+	rep := mustEnsure(t, f, cluster)
+	want := []string{`removed stale jump to WEFT-FWD at position 2 of filter FORWARD: -m comment --comment weft-0.3 -j WEFT-FWD`}
+	if !slices.Equal(rep.Repairs, want) {
+		t.Errorf("repairs %q, want %q", rep.Repairs, want)
+	}
+	assertRules(t, f, c.Table, c.From, dropRule, jumpFwd)
+}
