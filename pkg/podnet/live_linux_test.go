@@ -14,11 +14,12 @@ import (
 	"github.com/weft-cni/weft/pkg/ipam"
 )
 
-// TestLiveAndReattach: every veth marked for the bridge counts as a live
-// pod, on the bridge or off it (its bridge deleted); Reattach puts the
-// marked ones that have no bridge back on it, each with the hairpin setting
-// its mark records, and leaves alone veths that are not weft's or belong to
-// another bridge. Marks from before the bridge was recorded count for any.
+// TestLiveAndReattach: every marked veth counts as a live pod, on the
+// bridge or off it (its bridge deleted), whichever bridge its mark names;
+// Reattach puts the marked ones of this bridge that have no bridge back on
+// it, each with the hairpin setting its mark records, and leaves alone
+// veths that are not weft's or belong to another bridge. Marks from before
+// the bridge was recorded count for any.
 func TestLiveAndReattach(t *testing.T) {
 	node := nstest.New(t, "veths on a bridge")
 	err := node.Do(func(ns.NetNS) error {
@@ -68,7 +69,7 @@ func TestLiveAndReattach(t *testing.T) {
 		}
 		live, err := Live("weft0")
 		want := map[ipam.Attachment]netip.Addr{at("web"): addr(2), at("off"): addr(3), at("nohp"): addr(4),
-			at("old"): addr(5), at("pend"): netip.IPv4Unspecified()}
+			at("old"): addr(5), at("pend"): netip.IPv4Unspecified(), at("other"): addr(6)}
 		if err != nil || !maps.Equal(live, want) {
 			t.Errorf("Live = %v, %v; want %v", live, err, want)
 		}

@@ -115,11 +115,14 @@ func parseMark(s string) (m podMark, ok bool) {
 	return m, true
 }
 
-// Live returns the attachments on bridge whose veths exist on the node now,
-// with the addresses their marks record: on the bridge, or off it after the
-// bridge was deleted (until Reattach puts them back). Any of them may be a
-// running pod, so none of their addresses may be handed out. Pods of
-// another bridge (another weft network on the node) are not counted.
+// Live returns the attachments whose veths exist on the node now, with the
+// addresses their marks record: on the bridge, or off it after the bridge
+// was deleted (until Reattach puts them back). Any of them may be a running
+// pod, so none of their addresses may be freed or handed out. The marks of
+// every bridge count, not only bridge's: a pod still on a bridge the
+// conflist no longer names (renamed while pods run) holds its address all
+// the same, and another weft network's pods are never in this network's
+// store, so counting them costs nothing.
 //
 // A port of bridge with no mark of it (a pod added by a weft that did not
 // mark veths yet) is a pod whose attachment cannot be named: Live then
@@ -142,7 +145,7 @@ func Live(bridge string) (map[ipam.Attachment]netip.Addr, error) {
 	for _, l := range links {
 		m, ok := parseMark(l.Attrs().Alias)
 		switch {
-		case ok && m.on(bridge):
+		case ok:
 			live[m.owner] = m.addr
 		case brIndex != 0 && l.Attrs().MasterIndex == brIndex:
 			unmarked = append(unmarked, l.Attrs().Name)
