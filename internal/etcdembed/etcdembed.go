@@ -46,9 +46,11 @@ type Server struct {
 }
 
 // Start starts a single-member etcd keeping its data in dataDir and serving
-// clients on clientURL (e.g. "http://10.4.7.12:2379"). An empty dataDir means
-// a temporary directory removed by Close. An empty clientURL means a free
-// port on 127.0.0.1. Start returns once the server is ready to serve.
+// clients on clientURL (e.g. "http://10.4.7.12:2379"; a comma-separated
+// list serves on each, as a member reached at several addresses). An empty
+// dataDir means a temporary directory removed by Close. An empty clientURL
+// means a free port on 127.0.0.1. Start returns once the server is ready to
+// serve.
 func Start(dataDir, clientURL string) (*Server, error) {
 	return StartTLS(dataDir, clientURL, TLS{})
 }
@@ -132,20 +134,24 @@ func start(dataDir, clientURL string, t TLS) (*Server, error) {
 		e.Close()
 		return nil, fmt.Errorf("starting etcd on %s: %w after %s", clientURL, ErrNotReady, ReadyTimeout)
 	}
-	return &Server{etcd: e, endpoints: []string{clientURL}, level: level}, nil
+	return &Server{etcd: e, endpoints: strings.Split(clientURL, ","), level: level}, nil
 }
 
 func config(dataDir, clientURL string, level zap.AtomicLevel, t TLS) (*embed.Config, error) {
-	client, err := url.Parse(clientURL)
-	if err != nil {
-		return nil, fmt.Errorf("parsing client URL %q: %w", clientURL, err)
-	}
 	scheme := "http"
 	if t.enabled() {
 		scheme = "https"
 	}
-	if client.Scheme != scheme || client.Port() == "" {
-		return nil, fmt.Errorf("client URL %q: want %s://<ip>:<port>", clientURL, scheme)
+	var clients []url.URL
+	for _, raw := range strings.Split(clientURL, ",") {
+		client, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("parsing client URL %q: %w", raw, err)
+		}
+		if client.Scheme != scheme || client.Port() == "" {
+			return nil, fmt.Errorf("client URL %q: want %s://<ip>:<port>", raw, scheme)
+		}
+		clients = append(clients, *client)
 	}
 	peer, err := url.Parse(advertisedPeerURL)
 	if err != nil {
@@ -159,8 +165,8 @@ func config(dataDir, clientURL string, level zap.AtomicLevel, t TLS) (*embed.Con
 		return nil, err
 	}
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
-	cfg.ListenClientUrls = []url.URL{*client}
-	cfg.AdvertiseClientUrls = []url.URL{*client}
+	cfg.ListenClientUrls = clients
+	cfg.AdvertiseClientUrls = clients
 	cfg.ListenPeerUrls = nil
 	cfg.AdvertisePeerUrls = []url.URL{*peer}
 	cfg.InitialCluster = memberName + "=" + advertisedPeerURL

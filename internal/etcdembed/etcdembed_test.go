@@ -43,6 +43,52 @@ func TestStartFreePort(t *testing.T) {
 	srv.Close() // idempotent
 }
 
+// TestStartSeveralURLs: a member started with a comma-separated list serves
+// clients on each URL, one data set behind them all.
+func TestStartSeveralURLs(t *testing.T) {
+	var (
+		a, b string
+		srv  *Server
+		err  error
+	)
+	for range 5 { // a free port may be taken before etcd binds it
+		if a, err = freeLocalURL(); err != nil {
+			t.Fatal(err)
+		}
+		if b, err = freeLocalURL(); err != nil {
+			t.Fatal(err)
+		}
+		if srv, err = Start(t.TempDir(), a+","+b); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("Start on two URLs: %v", err)
+	}
+	defer srv.Close()
+	if eps := srv.Endpoints(); len(eps) != 2 || eps[0] != a || eps[1] != b {
+		t.Fatalf("Endpoints() = %v, want [%s %s]", eps, a, b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, ep := range []string{a, b} {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatalf("client of %s: %v", ep, err)
+		}
+		defer cli.Close()
+		if i == 0 {
+			if _, err := cli.Put(ctx, "/k", "v"); err != nil {
+				t.Fatalf("Put through %s: %v", ep, err)
+			}
+		}
+		resp, err := cli.Get(ctx, "/k")
+		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
+			t.Fatalf("Get through %s = %v, %v; want v", ep, resp, err)
+		}
+	}
+}
+
 func TestStartTempDirRemoved(t *testing.T) {
 	srv, err := Start("", "")
 	if err != nil {

@@ -1,5 +1,5 @@
 // Command weft-devetcd runs a single-member etcd for the demo and the
-// integration tests. It binds only the client URL it is given (no peer
+// integration tests. It binds only the client URLs it is given (no peer
 // listener), prints "ready <endpoint>" on stdout once it serves, and exits
 // on SIGTERM or SIGINT, removing its data dir if it made a temporary one.
 // With --cert-file/--key-file it serves https, and with --trusted-ca-file it
@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/weft-cni/weft/internal/etcdembed"
@@ -32,7 +33,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", "", "etcd data directory (default: a temporary directory removed on exit)")
 	listen := fs.String("listen-client-urls", "http://127.0.0.1:2379",
-		`the one client URL to serve on, http://<ip>:<port> ("" picks a free 127.0.0.1 port)`)
+		`client URL to serve on, http://<ip>:<port>, or a comma-separated list of them ("" picks a free 127.0.0.1 port)`)
 	var tlsFiles etcdembed.TLS
 	fs.StringVar(&tlsFiles.CertFile, "cert-file", "", "server TLS certificate (the client URL is then https)")
 	fs.StringVar(&tlsFiles.KeyFile, "key-file", "", "server TLS key")
@@ -52,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer srv.Close()
-	if _, err := fmt.Fprintf(stdout, "ready %s\n", srv.Endpoints()[0]); err != nil {
+	if _, err := fmt.Fprintf(stdout, "ready %s\n", strings.Join(srv.Endpoints(), ",")); err != nil {
 		logger.Error("writing ready line", "error", err)
 		return 1
 	}
