@@ -37,6 +37,17 @@ func TestFullSubnetReclaimsGonePods(t *testing.T) {
 	// The kernel removes a dead namespace's veths in the background.
 	WaitFor(t, 10*time.Second, "the dead pods' veths gone", func() (bool, error) { return veths(t, n) == 3, nil })
 
+	// weft status names the two holders that are gone.
+	status := func() string {
+		out, _ := n.Try(Bin(t, "weft"), "status", "--etcd-endpoints="+c.endpoint, "--iface=eth0",
+			"--subnet-file="+n.dir+"/subnet.env", "--ipam-data-dir="+n.dir+"/ipam", "--cni-network=weft")
+		return out
+	}
+	if out := status(); !strings.Contains(out, "ok    ipam") || !strings.Contains(out, "5 of 5 addresses") ||
+		!strings.Contains(out, "2 held by pods gone without a DEL") {
+		t.Errorf("weft status with two pods gone in a full subnet:\n%s", out)
+	}
+
 	live := []netip.Addr{ips[0], ips[2], ips[4]}
 	livePods := []string{pods[0], pods[2], pods[4]}
 	for _, name := range []string{"q1", "q2"} {
@@ -64,6 +75,9 @@ func TestFullSubnetReclaimsGonePods(t *testing.T) {
 		}
 	}
 
+	if out := status(); !strings.Contains(out, "FAIL  ipam") || !strings.Contains(out, "full: all 5 addresses held by running pods") {
+		t.Errorf("weft status with the subnet full of running pods:\n%s", out)
+	}
 	before := n.Run(t, "cat", n.dir+"/ipam/weft/state")
 	out, err := n.cnitool(t, "add", c.tp.PodNS(t, "extra"))
 	if err == nil || !strings.Contains(out+err.Error(), "no free address") {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/weft-cni/weft/pkg/hostnet"
+	"github.com/weft-cni/weft/pkg/ipam"
+	"github.com/weft-cni/weft/pkg/ipamcni"
 	"github.com/weft-cni/weft/pkg/lease"
 	"github.com/weft-cni/weft/pkg/nodelease"
 	"github.com/weft-cni/weft/pkg/subnetfile"
@@ -54,6 +56,10 @@ type Config struct {
 	SubnetFile   string // absolute
 	IPMasq       bool
 	Bridge       string
+	// IPAMDataDir and CNINetwork locate the node's weft-ipam store, which
+	// `weft status` reports on (the daemon itself never reads it).
+	IPAMDataDir string // absolute
+	CNINetwork  string
 
 	HealthzIP   netip.Addr
 	HealthzPort int // 0 serves nothing, as flanneld
@@ -73,6 +79,7 @@ type rawFlags struct {
 	endpoints, prefix, ca, cert, key string
 	ifaces                           stringList
 	publicIP, subnetFile, bridge     string
+	ipamDataDir, cniNetwork          string
 	publicIPCIDR                     string
 	ipMasq                           bool
 	healthzIP                        string
@@ -112,6 +119,8 @@ func newFlagSet(name string, r *rawFlags) *flag.FlagSet {
 	fs.StringVar(&r.subnetFile, "subnet-file", subnetfile.DefaultPath, "file the node's subnet is written to (flannel's subnet.env format)")
 	fs.BoolVar(&r.ipMasq, "ip-masq", true, "masquerade traffic from pods to outside the cluster network (flanneld's default is false)")
 	fs.StringVar(&r.bridge, "bridge", hostnet.DefaultBridge, "bridge pods attach to; must match the CNI config")
+	fs.StringVar(&r.ipamDataDir, "ipam-data-dir", ipamcni.DefaultDataDir, "weft-ipam's dataDir, as in the CNI config (weft status reports its use of the subnet)")
+	fs.StringVar(&r.cniNetwork, "cni-network", "weft", "the CNI network's name, as in the CNI config (weft status reports its addresses)")
 	fs.StringVar(&r.healthzIP, "healthz-ip", DefaultHealthzIP, "address to serve /healthz, /readyz and /metrics on")
 	fs.IntVar(&r.healthzPort, "healthz-port", 0, "port to serve /healthz, /readyz and /metrics on; 0 serves nothing")
 	fs.IntVar(&r.iptablesResync, "iptables-resync", int(DefaultIPTablesResync/time.Second), "seconds between checks (and repairs) of the iptables rules")
@@ -244,6 +253,14 @@ func (r *rawFlags) node(c *Config, errs *problems) {
 	if !validIfName(c.Bridge) {
 		errs.add("--bridge %q is not an interface name", c.Bridge)
 	}
+	if !filepath.IsAbs(r.ipamDataDir) {
+		errs.add("--ipam-data-dir %q is not an absolute path", r.ipamDataDir)
+	}
+	c.IPAMDataDir = filepath.Clean(r.ipamDataDir)
+	if err := ipam.ValidateName("--cni-network", r.cniNetwork); err != nil {
+		errs.add("%v", err)
+	}
+	c.CNINetwork = r.cniNetwork
 	if r.subnetFile == "" {
 		errs.add("--subnet-file is empty")
 	} else if abs, err := filepath.Abs(r.subnetFile); err != nil {

@@ -126,6 +126,8 @@ func TestParseFlagsErrors(t *testing.T) {
 		{args: []string{"--log-level=loud"}, want: "--log-level"},
 		{args: []string{"--bridge=br/0"}, want: "--bridge"},
 		{args: []string{"--subnet-file="}, want: "--subnet-file"},
+		{args: []string{"--ipam-data-dir=var/lib/cni/weft"}, want: "--ipam-data-dir"},
+		{args: []string{"--cni-network=../weft"}, want: "--cni-network"},
 		{args: []string{"--no-such-flag"}, want: "no-such-flag"},
 		{args: []string{"extra"}, want: "unexpected argument"},
 		{env: map[string]string{"WEFT_HEALTHZ_PORT": "many"}, want: "WEFT_HEALTHZ_PORT"},

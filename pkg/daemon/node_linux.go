@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weft-cni/weft/pkg/hostnet"
+	"github.com/weft-cni/weft/pkg/ipam"
 	"github.com/weft-cni/weft/pkg/lease"
 	"github.com/weft-cni/weft/pkg/netconf"
 	"github.com/weft-cni/weft/pkg/nodelease"
@@ -140,4 +141,21 @@ func ResolveIdentity(c *Config) (nodelease.Identity, error) {
 func NodeLock(c *Config) Locker {
 	dir := filepath.Dir(c.SubnetFile)
 	return func(ctx context.Context) (func(), error) { return hostnet.LockNode(ctx, dir) }
+}
+
+// IPAMUsage reads the node's weft-ipam store (read-only) and the pods'
+// veth marks, for `weft status`. With an unmarked port on the bridge the
+// gone holders are not listed: which address that pod holds is unknown.
+func IPAMUsage(cfg *Config) func(subnet netip.Prefix) (ipam.Usage, error) {
+	return func(subnet netip.Prefix) (ipam.Usage, error) {
+		st, err := ipam.ReadDiskState(cfg.IPAMDataDir, cfg.CNINetwork)
+		if err != nil {
+			return ipam.Usage{}, err
+		}
+		live, err := podnet.Live(cfg.Bridge)
+		if err != nil {
+			live = nil
+		}
+		return ipam.SubnetUsage(st, subnet, live)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/weft-cni/weft/pkg/ipam"
 	"github.com/weft-cni/weft/pkg/lease"
 	"github.com/weft-cni/weft/pkg/masq"
 	"github.com/weft-cni/weft/pkg/netconf"
@@ -41,7 +42,9 @@ type StatusDeps struct {
 	// Overlay gives the routes a vxlan network wants; nil leaves them
 	// unchecked.
 	Overlay OverlayPlan
-	Now     time.Time
+	// IPAM reads the IPAM store's use of the node's subnet; nil skips it.
+	IPAM func(subnet netip.Prefix) (ipam.Usage, error)
+	Now  time.Time
 }
 
 // Bridge is what `weft status` sees of the node's bridge.
@@ -132,6 +135,7 @@ func Status(ctx context.Context, cfg *Config, deps StatusDeps) *Report {
 		r.add(false, "rules", "not checked: cluster network unknown")
 	}
 	statusBridge(r, deps, file)
+	statusIPAM(r, cfg, deps, file)
 	if deps.Readyz != nil {
 		ready, detail, err := deps.Readyz(ctx)
 		switch {
@@ -357,6 +361,45 @@ func statusBridge(r *Report, deps StatusDeps, file *subnetfile.File) {
 		return
 	}
 	r.add(true, "bridge", "%s: %v, MAC %s, %d pod(s), %s", b.Name, b.Addrs, b.MAC, b.Pods, syncDetail(b, deps.Now))
+}
+
+// maxGoneListed bounds the gone pods `weft status` names.
+const maxGoneListed = 5
+
+// statusIPAM reports how many addresses of the node's subnet the IPAM store
+// hands out, and which holders are gone without a DEL. A subnet full of
+// running pods fails: new pods get no address.
+func statusIPAM(r *Report, cfg *Config, deps StatusDeps, file *subnetfile.File) {
+	if deps.IPAM == nil || file == nil {
+		return
+	}
+	u, err := deps.IPAM(file.Lease())
+	if err != nil {
+		r.add(false, "ipam", "%s/%s: %v", cfg.IPAMDataDir, cfg.CNINetwork, err)
+		return
+	}
+	if u.Missing {
+		r.add(true, "ipam", "no allocations in %s/%s yet (none made on this node, or --ipam-data-dir or --cni-network differ from the CNI config)",
+			cfg.IPAMDataDir, cfg.CNINetwork)
+		return
+	}
+	if u.Full() && len(u.Gone) == 0 {
+		r.add(false, "ipam", "%s full: all %d addresses held by running pods; new pods get no address", u.Subnet, u.InUse)
+		return
+	}
+	detail := fmt.Sprintf("%d of %d addresses of %s in use (network %s)", u.InUse, u.Size, u.Subnet, cfg.CNINetwork)
+	if n := len(u.Gone); n > 0 {
+		names := make([]string, 0, min(n, maxGoneListed))
+		for _, a := range u.Gone[:min(n, maxGoneListed)] {
+			names = append(names, a.ContainerID+"/"+a.IfName)
+		}
+		if n > maxGoneListed {
+			names = append(names, fmt.Sprintf("and %d more", n-maxGoneListed))
+		}
+		detail += fmt.Sprintf("; %d held by pods gone without a DEL (no veth on the node), freed when the subnet fills: %s",
+			n, strings.Join(names, ", "))
+	}
+	r.add(true, "ipam", "%s", detail)
 }
 
 // syncDetail describes the bridge's mark.

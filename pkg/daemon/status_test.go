@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weft-cni/weft/pkg/ipam"
 	"github.com/weft-cni/weft/pkg/lease"
 	"github.com/weft-cni/weft/pkg/masq"
 	"github.com/weft-cni/weft/pkg/netconf"
@@ -145,6 +146,21 @@ func TestStatus(t *testing.T) {
 				r.store.put(pfx("172.7.50.0/24"), "192.168.9.9", 3)
 			},
 			wants: []string{"ok    peers", "1", "status: ok"}},
+		{name: "ipam in use", ok: true,
+			harm:  func(r *statusRig) { r.deps.IPAM = ipamUsage(37, 0, false, nil) },
+			wants: []string{"ok    ipam", "37 of 253 addresses of 172.7.21.0/24 in use (network weft)", "status: ok"}},
+		{name: "ipam with pods gone without a DEL", ok: true,
+			harm:  func(r *statusRig) { r.deps.IPAM = ipamUsage(253, 7, false, nil) },
+			wants: []string{"ok    ipam", "253 of 253 addresses", "7 held by pods gone without a DEL (no veth on the node), freed when the subnet fills: c0/eth0, c1/eth0, c2/eth0, c3/eth0, c4/eth0, and 2 more"}},
+		{name: "ipam full of running pods",
+			harm:  func(r *statusRig) { r.deps.IPAM = ipamUsage(253, 0, false, nil) },
+			wants: []string{"FAIL  ipam", "172.7.21.0/24 full: all 253 addresses held by running pods"}},
+		{name: "ipam store not found", ok: true,
+			harm:  func(r *statusRig) { r.deps.IPAM = ipamUsage(0, 0, true, nil) },
+			wants: []string{"ok    ipam", "no allocations in /var/lib/cni/weft/weft yet"}},
+		{name: "ipam store unreadable",
+			harm:  func(r *statusRig) { r.deps.IPAM = ipamUsage(0, 0, false, errors.New("corrupt ipam state: line 3")) },
+			wants: []string{"FAIL  ipam", "/var/lib/cni/weft/weft: corrupt ipam state: line 3"}},
 		{name: "daemon not ready",
 			harm: func(r *statusRig) {
 				r.deps.Readyz = func(context.Context) (bool, string, error) { return false, "503 not ready: no subnet lease yet", nil }
@@ -162,6 +178,21 @@ func TestStatus(t *testing.T) {
 			tt.harm(r)
 			r.expect(t, tt.ok, tt.wants...)
 		})
+	}
+}
+
+// ipamUsage fakes the IPAM store of a /24 with inUse addresses held, gone
+// of them by pods with no veth.
+func ipamUsage(inUse, gone int, missing bool, err error) func(netip.Prefix) (ipam.Usage, error) {
+	return func(subnet netip.Prefix) (ipam.Usage, error) {
+		if subnet != pfx("172.7.21.0/24") {
+			return ipam.Usage{}, fmt.Errorf("asked for %s, want the subnet file's lease", subnet)
+		}
+		u := ipam.Usage{Subnet: subnet, InUse: inUse, Size: 253, Missing: missing}
+		for i := range gone {
+			u.Gone = append(u.Gone, ipam.Attachment{ContainerID: fmt.Sprintf("c%d", i), IfName: "eth0"})
+		}
+		return u, err
 	}
 }
 

@@ -153,13 +153,7 @@ func (p *Pool) reclaim(st *State) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("finding pods' interfaces, to free the addresses of pods that are gone: %w", err)
 	}
-	dead := make([]Attachment, 0)
-	for a, addr := range st.Entries {
-		if _, ok := live[a]; !ok && p.alloc.contains(addr) {
-			dead = append(dead, a)
-		}
-	}
-	slices.SortFunc(dead, compareAttachments)
+	dead := goneHolders(st, p.alloc, live)
 	for _, a := range dead {
 		addr := st.Entries[a]
 		delete(st.Entries, a)

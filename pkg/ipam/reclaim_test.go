@@ -148,3 +148,32 @@ func TestAllocateFullWithUnattributedPods(t *testing.T) {
 		t.Errorf("p0 after adoption = %s %t %v, want %s adopted", addr, ok, err, before[pod(0)])
 	}
 }
+
+// TestSubnetUsage: the addresses of the subnet held, out of those that can
+// be handed out, and which holders have no interface; entries of a former
+// lease do not count.
+func TestSubnetUsage(t *testing.T) {
+	st := NewState()
+	st.Entries[pod(0)] = netip.MustParseAddr("172.7.21.2")
+	st.Entries[pod(1)] = netip.MustParseAddr("172.7.21.3")
+	st.Entries[pod(2)] = netip.MustParseAddr("172.7.21.6")
+	st.Entries[pod(3)] = netip.MustParseAddr("172.7.99.2") // a former lease's
+	subnet := netip.MustParsePrefix("172.7.21.1/29")
+	live := map[Attachment]netip.Addr{pod(1): st.Entries[pod(1)]}
+	u, err := SubnetUsage(st, subnet, live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Usage{Subnet: netip.MustParsePrefix("172.7.21.0/29"), InUse: 3, Size: 5, Gone: []Attachment{pod(0), pod(2)}}
+	if u.Subnet != want.Subnet || u.InUse != want.InUse || u.Size != want.Size || !slices.Equal(u.Gone, want.Gone) || u.Full() {
+		t.Errorf("SubnetUsage = %+v (full %t), want %+v, not full", u, u.Full(), want)
+	}
+	if u, _ := SubnetUsage(st, subnet, nil); u.Gone != nil || u.InUse != 3 {
+		t.Errorf("with the interfaces unknown: %+v, want no gone holders listed", u)
+	}
+	st.Entries[pod(4)] = netip.MustParseAddr("172.7.21.4")
+	st.Entries[pod(5)] = netip.MustParseAddr("172.7.21.5")
+	if u, _ := SubnetUsage(st, subnet, live); !u.Full() {
+		t.Errorf("five of five held: %+v, want full", u)
+	}
+}

@@ -97,6 +97,7 @@ func runStatus(args []string) int {
 		Identity: func() (nodelease.Identity, error) { return daemon.ResolveIdentity(cfg) },
 		Bridge:   daemon.LinuxNode{Bridge: cfg.Bridge}.Inspect,
 		Overlay:  daemon.LinuxOverlayPlan,
+		IPAM:     daemon.IPAMUsage(cfg),
 		Now:      time.Now(),
 	}
 	if ipt, err := iptables.New(); err == nil {
