@@ -48,14 +48,14 @@ func (m podMark) on(bridge string) bool { return m.bridge == "" || m.bridge == b
 // render returns the alias for m; "" when it would not fit (a container ID
 // longer than runtimes use).
 func (m podMark) render() string {
-	if s := m.render0(); len(s) <= maxAlias {
+	if s := m.format(); len(s) <= maxAlias {
 		return s
 	}
 	return ""
 }
 
-// render0 is the alias for m, whatever its length.
-func (m podMark) render0() string {
+// format is the alias for m, whatever its length.
+func (m podMark) format() string {
 	hairpin := hairpinOff
 	if m.hairpin {
 		hairpin = hairpinOn
@@ -71,7 +71,7 @@ func (m podMark) render0() string {
 func Markable(owner ipam.Attachment, bridge string) error {
 	worst := podMark{owner: owner, addr: netip.AddrFrom4([4]byte{255, 255, 255, 255}), bridge: bridge}
 	if worst.render() == "" {
-		room := maxAlias - len(worst.render0()) + len(owner.ContainerID)
+		room := maxAlias - len(worst.format()) + len(owner.ContainerID)
 		return fmt.Errorf("container ID is %d bytes long; weft records each pod in its veth's alias, which holds one of up to %d bytes with interface %q on bridge %q",
 			len(owner.ContainerID), room, owner.IfName, bridge)
 	}
