@@ -37,6 +37,9 @@ type loadTest struct {
 	n    *node
 	conf []byte
 	pods []string // worker -> its pod namespace
+	// gc runs the GC loop beside the workers; without it only a full
+	// subnet's reclaim frees the orphans' addresses.
+	gc bool
 
 	mu      sync.Mutex
 	holders map[netip.Addr]string // address -> container ID holding it now
@@ -51,14 +54,14 @@ type loadTest struct {
 	gcErr   error // the GC loop's error, read once it has stopped
 }
 
-// newLoadTest starts a one-node cluster, creates each worker's pod
-// namespace, and sets the node up with a first ADD and DEL.
-func newLoadTest(t *testing.T) *loadTest {
-	c := newCluster(t, seedNetwork)
+// newLoadTest starts a one-node cluster on network, creates each worker's
+// pod namespace, and sets the node up with a first ADD and DEL.
+func newLoadTest(t *testing.T, network string, gc bool) *loadTest {
+	c := newCluster(t, network)
 	n := c.node(t, "node21", node21Addr, nil)
 	Bin(t, "weft") // a missing binary skips (or fails) here, not in a worker goroutine
 	l := &loadTest{
-		n: n, conf: n.netconf(t, 60, nil), pods: make([]string, loadWorkers),
+		n: n, conf: n.netconf(t, 60, nil), pods: make([]string, loadWorkers), gc: gc,
 		holders: map[netip.Addr]string{}, live: map[string]netip.Addr{},
 		done: map[string]bool{}, orphans: map[string]netip.Addr{},
 	}
@@ -75,7 +78,9 @@ func newLoadTest(t *testing.T) *loadTest {
 func (l *loadTest) run(t *testing.T) time.Duration {
 	stop := make(chan struct{})
 	var gcWG sync.WaitGroup
-	gcWG.Go(func() { l.gcLoop(t, stop) })
+	if l.gc {
+		gcWG.Go(func() { l.gcLoop(t, stop) })
+	}
 
 	start := time.Now()
 	errs := make(chan error, loadWorkers)
@@ -192,11 +197,12 @@ func (l *loadTest) add(t testing.TB, w int, cid string) (netip.Addr, error) {
 
 // remove takes cid, at ip in worker w's pod, out of the live pods and DELs
 // it; an orphan instead vanishes without a DEL (its eth0 deleted), so its
-// address stays held until a GC frees it. Then cid is no longer valid.
+// address stays held until a GC frees it, or, without the GC loop, until a
+// full subnet reclaims it. Then cid is no longer valid.
 func (l *loadTest) remove(t testing.TB, w int, cid string, ip netip.Addr, orphan bool) error {
 	l.mu.Lock()
 	delete(l.live, cid)
-	if !orphan {
+	if !orphan || !l.gc {
 		delete(l.holders, ip)
 	}
 	l.mu.Unlock()
@@ -211,7 +217,7 @@ func (l *loadTest) remove(t testing.TB, w int, cid string, ip netip.Addr, orphan
 	defer l.mu.Unlock()
 	l.ops++
 	l.done[cid] = true
-	if orphan {
+	if orphan && l.gc {
 		l.orphans[cid] = ip
 	}
 	return nil

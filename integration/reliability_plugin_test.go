@@ -45,24 +45,25 @@ func (n *node) netconf(t testing.TB, peerSync int, extra map[string]any) []byte 
 }
 
 // pluginCmd prepares one call of bin/weft in the node.
-func (n *node) pluginCmd(t testing.TB, ctx context.Context, verb, id, netns string, conf []byte) (*exec.Cmd, *bytes.Buffer) {
-	cmd := n.Cmd(ctx, "env", "CNI_COMMAND="+verb, "CNI_CONTAINERID="+id, "CNI_NETNS="+netns,
+func (n *node) pluginCmd(t testing.TB, ctx context.Context, verb, id, netns string, conf []byte) (cmd *exec.Cmd, stdout, stderr *bytes.Buffer) {
+	cmd = n.Cmd(ctx, "env", "CNI_COMMAND="+verb, "CNI_CONTAINERID="+id, "CNI_NETNS="+netns,
 		"CNI_IFNAME=eth0", "CNI_PATH="+filepath.Dir(Bin(t, "weft")), Bin(t, "weft"))
 	cmd.Stdin = bytes.NewReader(conf)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	return cmd, &out
+	stdout, stderr = &bytes.Buffer{}, &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	return cmd, stdout, stderr
 }
 
-// call runs verb and returns the plugin's stdout (with stderr on failure).
+// call runs verb and returns the plugin's stdout (the CNI result or error),
+// with its stderr (warnings) in the error on failure.
 func (n *node) call(t testing.TB, verb, id, netns string, conf []byte) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 	defer cancel()
-	cmd, out := n.pluginCmd(t, ctx, verb, id, netns, conf)
+	cmd, stdout, stderr := n.pluginCmd(t, ctx, verb, id, netns, conf)
 	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("%s %s: %w: %s", verb, id, err, out.String())
+		return stdout.String(), fmt.Errorf("%s %s: %w: %s%s", verb, id, err, stdout.String(), stderr.String())
 	}
-	return out.String(), nil
+	return stdout.String(), nil
 }
 
 // gc runs GC keeping the given container IDs (interface eth0).
@@ -226,7 +227,7 @@ func (k *killTest) killAdd(t *testing.T, i int, id string) time.Duration {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 	defer cancel()
-	cmd, out := k.n.pluginCmd(t, ctx, "ADD", id, k.pod, k.conf)
+	cmd, out, errOut := k.n.pluginCmd(t, ctx, "ADD", id, k.pod, k.conf)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +242,7 @@ func (k *killTest) killAdd(t *testing.T, i int, id string) time.Duration {
 	case errors.As(err, &exitErr) && exitErr.Sys().(syscall.WaitStatus).Signaled():
 		k.killed++
 	default:
-		t.Fatalf("iteration %d: ADD failed on its own: %v\n%s", i, err, out)
+		t.Fatalf("iteration %d: ADD failed on its own: %v\n%s%s", i, err, out, errOut)
 	}
 	return delay
 }
@@ -298,11 +299,29 @@ func (k *killTest) checkReAdd(t *testing.T, i int, id string) {
 // the store holds exactly the live pods. The helpers are in
 // load_helpers_test.go.
 func TestReliabilityLoad(t *testing.T) {
-	l := newLoadTest(t)
+	l := newLoadTest(t, seedNetwork, true)
 	elapsed := l.run(t)
 	l.checkStore(t)
 	t.Logf("RESULT load: %d ADD/DEL operations by %d workers in %s (%.0f ops/s) with %d concurrent GCs (%d orphans freed); duplicates 0; store = %d live pods",
 		l.ops, loadWorkers, elapsed.Round(time.Millisecond), float64(l.ops)/elapsed.Seconds(), l.gcs, l.gcFreed, len(l.live))
+	if l.ops != 500 {
+		t.Errorf("%d operations, want 500", l.ops)
+	}
+	l.delLive(t)
+}
+
+// TestReliabilityLoadFullSubnet: the same 500 operations on a /27 (29 pod
+// addresses) with no GC at all: the 40 orphans, gone without a DEL, fill
+// the subnet beside the 20 pods the workers hold, and only the reclaim of
+// a full subnet, racing 20 concurrent ADDs, lets the workers go on. No
+// address is ever held by two live pods, no ADD fails, and the store ends
+// with exactly the live pods once a last GC frees the orphans left.
+func TestReliabilityLoadFullSubnet(t *testing.T) {
+	l := newLoadTest(t, `{"Network": "172.7.0.0/16", "SubnetLen": 27, "Backend": {"Type": "host-gw"}}`, false)
+	elapsed := l.run(t)
+	l.checkStore(t)
+	t.Logf("RESULT load, full subnet: %d ADD/DEL operations by %d workers in %s (%.0f ops/s) on a /27 with no GC; duplicates 0; store = %d live pods",
+		l.ops, loadWorkers, elapsed.Round(time.Millisecond), float64(l.ops)/elapsed.Seconds(), len(l.live))
 	if l.ops != 500 {
 		t.Errorf("%d operations, want 500", l.ops)
 	}
