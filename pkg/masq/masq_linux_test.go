@@ -1,6 +1,7 @@
 package masq
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -248,4 +249,58 @@ func TestRealIPTablesSurplusJumps(t *testing.T) {
 		return Remove(ipt)
 	})
 	assertAbsentFromRoot(t)
+}
+
+// TestRealDeleteJumpByHandle: a surplus jump read at some position is
+// deleted by its nf_tables handle, after checking that the rule there still
+// jumps to weft's chain: when another program has inserted a rule above it
+// since, the rule now at that position is left alone and the caller reads
+// again. With iptables-legacy there is nothing in nf_tables to go by.
+func TestRealDeleteJumpByHandle(t *testing.T) {
+	target := newNS(t)
+	foreign := []string{"-s", "10.9.0.0/16", "-j", "ACCEPT"}
+	docker := []string{"-s", "172.17.0.0/16", "!", "-o", "docker0", "-j", "MASQUERADE"}
+	legacy := false
+	inNS(t, target, func(ipt *iptables.IPTables) error {
+		if _, err := Ensure(ipt, Rules{Network: testNetwork, IPMasq: true}); err != nil {
+			return err
+		}
+		if err := ipt.Append("nat", "POSTROUTING", docker...); err != nil {
+			return err
+		}
+		if err := ipt.Append("nat", "POSTROUTING", jumpTo(ChainNAT)...); err != nil {
+			return err
+		}
+		// Read: [weft jump, docker, weft jump]; the surplus one is at 3.
+		// Another program then inserts above everything.
+		if err := ipt.Insert("nat", "POSTROUTING", 1, foreign...); err != nil {
+			return err
+		}
+		handled, err := deleteJumpByHandle("nat", "POSTROUTING", 3, ChainNAT)
+		if !handled {
+			legacy = true
+			return nil
+		}
+		if !errors.Is(err, errJumpMoved) {
+			return fmt.Errorf("delete at the stale position 3 = %v, want errJumpMoved", err)
+		}
+		if handled, err := deleteJumpByHandle("nat", "POSTROUTING", 4, ChainNAT); !handled || err != nil {
+			return fmt.Errorf("delete at the jump's new position 4 = %t, %v", handled, err)
+		}
+		got, err := listS("nat", "POSTROUTING")
+		if err != nil {
+			return err
+		}
+		want := []string{"-P POSTROUTING ACCEPT",
+			"-A POSTROUTING -s 10.9.0.0/16 -j ACCEPT",
+			"-A POSTROUTING -m comment --comment weft -j WEFT-POSTRTG",
+			"-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE"}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("nat POSTROUTING = %q\nwant %q", got, want)
+		}
+		return nil
+	})
+	if legacy {
+		t.Skip("iptables keeps its rules outside nf_tables here (legacy)")
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/coreos/go-iptables/iptables"
 )
 
 // maxSteps bounds one repair, so that a writer fighting over the same chain
@@ -27,11 +29,21 @@ type step struct {
 	op   op
 	pos  int // opInsert, opDeleteAt
 	spec []string
+	// target, for a delete of a jump in a builtin chain, is the chain it
+	// jumps to: an opDeleteAt then goes by the rule's nf_tables handle after
+	// checking that the rule at pos still jumps there (deleteJumpByHandle).
+	target string
+	// byPosition makes an opDeleteAt plain iptables -D <pos>.
+	byPosition bool
 }
 
 func (s step) same(o step) bool {
 	return s.op == o.op && s.pos == o.pos && slices.Equal(s.spec, o.spec)
 }
+
+// errJumpMoved: the rule at a delete's position is no longer the jump read
+// there; the chain is read again.
+var errJumpMoved = errors.New("the rule at that position is no longer the jump read there")
 
 // planner picks the next step for a chain's current rules; ok is false when
 // the chain is as desired.
@@ -121,9 +133,11 @@ func ensureJump(ipt IPTables, c Chain, rep *Report) error {
 // Only a surplus exact copy of c.Jump when c.First is true is deleted by
 // position: by spec would remove the copy at the top, the next read would
 // insert c.Jump at the top again, and the repair would never end. That
-// delete follows a fresh read (converge reads before every step), but
-// another writer inserting above between the read and the delete would
-// still make it remove that writer's rule.
+// delete follows a fresh read (converge reads before every step) and, with
+// iptables-nft, goes by the rule's nf_tables handle once the rule at that
+// position is seen to be our jump still (deleteByHandle), so another writer
+// inserting above meanwhile cannot lose a rule. With iptables-legacy it is
+// iptables -D <position>, and that writer would.
 func planJump(c Chain) planner {
 	return func(actual [][]string) (step, bool) {
 		keep := slices.IndexFunc(actual, func(spec []string) bool { return slices.Equal(spec, c.Jump) })
@@ -138,9 +152,9 @@ func planJump(c Chain) planner {
 				continue
 			}
 			if c.First && slices.Equal(actual[i], c.Jump) {
-				return step{op: opDeleteAt, pos: i + 1, spec: actual[i]}, true
+				return step{op: opDeleteAt, pos: i + 1, spec: actual[i], target: c.Name}, true
 			}
-			return step{op: opDeleteSpec, pos: i + 1, spec: actual[i]}, true
+			return step{op: opDeleteSpec, pos: i + 1, spec: actual[i], target: c.Name}, true
 		}
 		return step{}, false
 	}
@@ -172,10 +186,16 @@ func converge(ipt IPTables, table, chain string, plan planner) ([]step, error) {
 				failed = &s
 				continue
 			}
-			if s.op != opDeleteSpec {
+			switch {
+			case s.op == opDeleteSpec:
+				s.op = opDeleteAt
+			case s.op == opDeleteAt && errors.Is(err, errJumpMoved):
+				// The same position read twice, and nf_tables still
+				// disagrees: it is not where this iptables keeps its rules.
+				s.byPosition = true
+			default:
 				return done, err
 			}
-			s.op = opDeleteAt
 			if errAt := apply(ipt, table, chain, s); errAt != nil {
 				return done, errors.Join(err, errAt)
 			}
@@ -197,6 +217,15 @@ func apply(ipt IPTables, table, chain string, s step) error {
 			return fmt.Errorf("deleting rule %q from %s %s: %w", render(s.spec), table, chain, err)
 		}
 	case opDeleteAt:
+		if s.target != "" && !s.byPosition {
+			handled, err := deleteByHandle(ipt, table, chain, s.pos, s.target)
+			if handled {
+				if err != nil {
+					return fmt.Errorf("deleting rule %q at position %d of %s %s: %w", render(s.spec), s.pos, table, chain, err)
+				}
+				return nil
+			}
+		}
 		if err := ipt.DeleteById(table, chain, s.pos); err != nil {
 			return fmt.Errorf("deleting rule %q at position %d of %s %s: %w", render(s.spec), s.pos, table, chain, err)
 		}
@@ -204,4 +233,14 @@ func apply(ipt IPTables, table, chain string, s step) error {
 		return fmt.Errorf("unknown step %d on %s %s", s.op, table, chain)
 	}
 	return nil
+}
+
+// deleteByHandle is deleteJumpByHandle when ipt runs the iptables binary of
+// the caller's namespace, whose nf_tables rules it reads; for anything else
+// (a test's fake) it handles nothing. Tests replace it.
+var deleteByHandle = func(ipt IPTables, table, chain string, pos int, target string) (bool, error) {
+	if _, ok := ipt.(*iptables.IPTables); !ok {
+		return false, nil
+	}
+	return deleteJumpByHandle(table, chain, pos, target)
 }

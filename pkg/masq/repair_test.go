@@ -306,3 +306,74 @@ func TestJumpDeleteFallsBackToPosition(t *testing.T) {
 	}
 	assertRules(t, f, c.Table, c.From, dropRule, jumpFwd)
 }
+
+// byHandle replaces deleteByHandle for a test: fn answers each call.
+func byHandle(t *testing.T, fn func(ipt IPTables, table, chain string, pos int, target string) (bool, error)) {
+	saved := deleteByHandle
+	deleteByHandle = fn
+	t.Cleanup(func() { deleteByHandle = saved })
+}
+
+// TestJumpDeleteByHandle: a surplus copy of the first jump goes by its
+// handle when nf_tables has the chain; when the rule at the position read
+// is no longer the jump, the chain is read again, and when nf_tables keeps
+// disagreeing at the same position (it is not where this iptables keeps
+// its rules), the copy is deleted by position after all.
+func TestJumpDeleteByHandle(t *testing.T) {
+	c := chainOf(t, ChainNAT)
+	dup := func(t *testing.T) *fakeIPT {
+		f := newFakeIPT()
+		mustEnsure(t, f, cluster)
+		setChain(t, f, c.Table, c.From, c.Jump, returnSpec, c.Jump)
+		return f
+	}
+	want := []string{fakeLine(c.From, c.Jump), fakeLine(c.From, returnSpec)}
+
+	t.Run("by handle", func(t *testing.T) {
+		f := dup(t)
+		var calls []int
+		byHandle(t, func(ipt IPTables, table, chain string, pos int, target string) (bool, error) {
+			calls = append(calls, pos)
+			if target != ChainNAT {
+				return true, fmt.Errorf("asked to delete a jump to %s", target)
+			}
+			return true, ipt.DeleteById(table, chain, pos) // the fake's stand-in for the handle
+		})
+		mustEnsure(t, f, cluster)
+		assertRules(t, f, c.Table, c.From, want...)
+		if !slices.Equal(calls, []int{3}) {
+			t.Errorf("deletes by handle at %v, want one at 3", calls)
+		}
+	})
+	t.Run("a writer inserts above before the delete", func(t *testing.T) {
+		f := dup(t)
+		inserted := writerBeforeDeletes(f, c.Table, c.From, 1)
+		byHandle(t, func(_ IPTables, table, chain string, pos int, target string) (bool, error) {
+			f.before("DeleteByHandle", table, chain) // the other writer acts after our read
+			fc := f.tables[table][chain]
+			if pos > len(fc.rules) || !jumpsTo(fc.rules[pos-1], target) {
+				return true, errJumpMoved
+			}
+			fc.rules = slices.Delete(fc.rules, pos-1, pos) // the handle names this rule only
+			return true, nil
+		})
+		mustEnsure(t, f, cluster)
+		if len(*inserted) != 1 {
+			t.Fatalf("the other writer inserted %d rules, want 1", len(*inserted))
+		}
+		assertRules(t, f, c.Table, c.From, fakeLine(c.From, c.Jump), foreignLine(c.From, 1), fakeLine(c.From, returnSpec))
+	})
+	t.Run("nf_tables disagrees", func(t *testing.T) {
+		f := dup(t)
+		calls := 0
+		byHandle(t, func(IPTables, string, string, int, string) (bool, error) {
+			calls++
+			return true, errJumpMoved
+		})
+		mustEnsure(t, f, cluster)
+		assertRules(t, f, c.Table, c.From, want...)
+		if calls != 2 {
+			t.Errorf("%d deletes by handle before falling back to the position, want 2", calls)
+		}
+	})
+}
