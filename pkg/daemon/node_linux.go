@@ -152,10 +152,12 @@ func IPAMUsage(cfg *Config) func(subnet netip.Prefix) (ipam.Usage, error) {
 		if err != nil {
 			return ipam.Usage{}, err
 		}
-		live, err := podnet.Live(cfg.Bridge)
-		if err != nil {
+		live, liveErr := podnet.Live(cfg.Bridge)
+		if liveErr != nil {
 			live = nil
 		}
-		return ipam.SubnetUsage(st, subnet, live)
+		u, err := ipam.SubnetUsage(st, subnet, live)
+		u.GoneUnknown = liveErr
+		return u, err
 	}
 }

@@ -383,11 +383,19 @@ func statusIPAM(r *Report, cfg *Config, deps StatusDeps, file *subnetfile.File) 
 			cfg.IPAMDataDir, cfg.CNINetwork)
 		return
 	}
-	if u.Full() && len(u.Gone) == 0 {
+	switch {
+	case u.Full() && u.GoneUnknown != nil:
+		r.add(false, "ipam", "%s full: all %d addresses held, and none is freed for pods gone without a DEL while their holders cannot be told apart (%v); new pods get no address",
+			u.Subnet, u.InUse, u.GoneUnknown)
+		return
+	case u.Full() && len(u.Gone) == 0:
 		r.add(false, "ipam", "%s full: all %d addresses held by running pods; new pods get no address", u.Subnet, u.InUse)
 		return
 	}
 	detail := fmt.Sprintf("%d of %d addresses of %s in use (network %s)", u.InUse, u.Size, u.Subnet, cfg.CNINetwork)
+	if u.GoneUnknown != nil {
+		detail += fmt.Sprintf("; pods gone without a DEL not known: %v", u.GoneUnknown)
+	}
 	if n := len(u.Gone); n > 0 {
 		names := make([]string, 0, min(n, maxGoneListed))
 		for _, a := range u.Gone[:min(n, maxGoneListed)] {

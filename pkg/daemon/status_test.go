@@ -155,6 +155,16 @@ func TestStatus(t *testing.T) {
 		{name: "ipam full of running pods",
 			harm:  func(r *statusRig) { r.deps.IPAM = ipamUsage(253, 0, false, nil) },
 			wants: []string{"FAIL  ipam", "172.7.21.0/24 full: all 253 addresses held by running pods"}},
+		{name: "ipam full, gone holders unknown",
+			harm: func(r *statusRig) {
+				full := ipamUsage(253, 0, false, nil)
+				r.deps.IPAM = func(subnet netip.Prefix) (ipam.Usage, error) {
+					u, err := full(subnet)
+					u.GoneUnknown = errors.New("veth9: port of weft0 carries no weft pod mark")
+					return u, err
+				}
+			},
+			wants: []string{"FAIL  ipam", "172.7.21.0/24 full: all 253 addresses held, and none is freed", "veth9"}},
 		{name: "ipam store not found", ok: true,
 			harm:  func(r *statusRig) { r.deps.IPAM = ipamUsage(0, 0, true, nil) },
 			wants: []string{"ok    ipam", "no allocations in /var/lib/cni/weft/weft yet"}},

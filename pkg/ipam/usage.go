@@ -14,6 +14,10 @@ type Usage struct {
 	// the node (pods gone without a DEL), in order; nil when the live
 	// attachments are not known. A full subnet frees them (Pool.AdoptLive).
 	Gone []Attachment
+	// GoneUnknown, when set, is why Gone is not known (nil): a port of
+	// the bridge with no mark (ErrUnattributed), or the node's interfaces
+	// could not be read. A full subnet then frees nothing.
+	GoneUnknown error
 	// Missing: the store has no state yet (no address handed out on this
 	// node, or it was looked for in the wrong place).
 	Missing bool
