@@ -163,14 +163,18 @@ func planJump(c Chain) planner {
 // converge reads the chain, applies the step plan picks, and repeats until
 // plan is satisfied. Reading before every step keeps positions current when
 // someone else writes the chain meanwhile. A failed step is retried once
-// after a fresh read; failing again the same way is an error, except for a
-// delete by spec: a rule whose printed form iptables does not take back
-// (a match module that prints differently from how it parses) is then
-// deleted at the position it holds in the read just made.
+// after a fresh read; failing again the same way is an error, except:
+//   - a delete by spec: a rule whose printed form iptables does not take
+//     back (a match module that prints differently from how it parses) is
+//     from then on deleted at the position it holds in the read just made;
+//   - a delete at a position whose rule nf_tables twice says is not the
+//     jump read there (errJumpMoved): nf_tables is not where this iptables
+//     keeps its rules, so iptables -D <position> deletes it.
 func converge(ipt IPTables, table, chain string, plan planner) ([]step, error) {
 	var (
 		done   []step
 		failed *step
+		atPos  [][]string // specs iptables would not delete by spec
 	)
 	for range maxSteps {
 		actual, err := listRules(ipt, table, chain)
@@ -181,6 +185,9 @@ func converge(ipt IPTables, table, chain string, plan planner) ([]step, error) {
 		if !ok {
 			return done, nil
 		}
+		if s.op == opDeleteSpec && slices.ContainsFunc(atPos, func(spec []string) bool { return slices.Equal(spec, s.spec) }) {
+			s.op = opDeleteAt
+		}
 		if err := apply(ipt, table, chain, s); err != nil {
 			if failed == nil || !failed.same(s) {
 				failed = &s
@@ -188,7 +195,9 @@ func converge(ipt IPTables, table, chain string, plan planner) ([]step, error) {
 			}
 			switch {
 			case s.op == opDeleteSpec:
-				s.op = opDeleteAt
+				atPos = append(atPos, s.spec)
+				failed = nil
+				continue // read again, then delete at its position
 			case s.op == opDeleteAt && errors.Is(err, errJumpMoved):
 				// The same position read twice, and nf_tables still
 				// disagrees: it is not where this iptables keeps its rules.

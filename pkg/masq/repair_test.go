@@ -377,3 +377,36 @@ func TestJumpDeleteByHandle(t *testing.T) {
 		}
 	})
 }
+
+// TestStaleJumpFallbackWhenNFTablesDisagrees: a stale jump iptables will
+// not delete by its printed spec goes by position; when nf_tables does not
+// hold what iptables shows (iptables-legacy beside a non-empty nf_tables
+// chain, or a writer that moved the rule), the handle's errJumpMoved reads
+// the chain again and, repeated at the same position, deletes by position,
+// as for a surplus copy of the first jump, rather than failing the repair.
+func TestStaleJumpFallbackWhenNFTablesDisagrees(t *testing.T) {
+	c := chainOf(t, ChainForward)
+	f := newFakeIPT()
+	mustEnsure(t, f, cluster)
+	setChain(t, f, c.Table, c.From, dropSpec, staleFwd2, jumpTo(ChainForward))
+	f.failDelete = func(_, _ string, spec []string) error {
+		if slices.Equal(spec, staleFwd2) {
+			return fmt.Errorf("iptables: Bad rule (does a matching rule exist in that chain?). (exit status 1)")
+		}
+		return nil
+	}
+	calls := 0
+	byHandle(t, func(IPTables, string, string, int, string) (bool, error) {
+		calls++
+		return true, errJumpMoved
+	})
+	rep := mustEnsure(t, f, cluster)
+	want := []string{`removed stale jump to WEFT-FWD at position 2 of filter FORWARD: -m comment --comment weft-0.3 -j WEFT-FWD`}
+	if !slices.Equal(rep.Repairs, want) {
+		t.Errorf("repairs %q, want %q", rep.Repairs, want)
+	}
+	assertRules(t, f, c.Table, c.From, dropRule, jumpFwd)
+	if calls != 2 {
+		t.Errorf("%d deletes by handle before falling back to the position, want 2", calls)
+	}
+}
