@@ -86,9 +86,16 @@ func TestDaemonFollowsNodes(t *testing.T) {
 		n23.waitRoute(t, s22, n22.IP(), true)
 	})
 	t.Run("node22 changes its public IP", func(t *testing.T) {
-		n22.stopDaemon(t, d22)
 		n22.Run(t, "ip", "addr", "del", "10.4.7.22/24", "dev", "eth0")
 		n22.Run(t, "ip", "addr", "add", "10.4.7.32/24", "dev", "eth0")
+		// The running daemon still advertises 10.4.7.22: it says so and
+		// turns not ready, rather than leaving peers to route into the void.
+		WaitFor(t, 15*time.Second, "node22's daemon not ready, naming its new address", func() (bool, error) {
+			out, _ := n22.Try(Bin(t, "weft"), "status", "--etcd-endpoints="+c.endpoint, "--iface=eth0",
+				"--subnet-file="+n22.dir+"/subnet.env", "--healthz-ip=127.0.0.1", "--healthz-port=2401")
+			return strings.Contains(out, "FAIL  daemon") && strings.Contains(out, "eth0 now has 10.4.7.32"), nil
+		})
+		n22.stopDaemon(t, d22)
 		n22.startDaemon(t)
 		n22.waitReady(t)
 		// As flanneld: the subnet file's subnet is still leased, to the

@@ -105,7 +105,10 @@ type Daemon struct {
 
 	// node loop bookkeeping, for logging transitions only
 	lastNodeErr, lastFileErr string
-	wasReady                 bool
+	lastIdentityErr          string
+	// id is the identity the daemon resolved at start and advertises.
+	id       nodelease.Identity
+	wasReady bool
 }
 
 // New checks deps and returns a daemon for cfg.
@@ -155,6 +158,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return nil
 	}
 	d.log.Info("node identity", "public_ip", id.PublicIP, "iface", id.Iface, "mtu", id.MTU)
+	d.id = id
 
 	k := d.newKeeper(id)
 	overlay := d.overlay
@@ -279,6 +283,7 @@ func (d *Daemon) runNode(ctx context.Context, s *syncer) {
 }
 
 func (d *Daemon) syncNode(ctx context.Context) {
+	d.checkIdentity()
 	snap := d.state.get()
 	if snap.own == nil {
 		d.updateReady(snap)
@@ -302,6 +307,29 @@ func (d *Daemon) syncNode(ctx context.Context) {
 		d.metrics.SetLease(held, expiry)
 		d.updateReady(snap)
 	})
+}
+
+// checkIdentity resolves the node's address again, when it comes from the
+// interface (not --public-ip, which may be an address NAT maps to the
+// node): an address that changed under the daemon (DHCP, an operator)
+// leaves peers routing this node's pods to the old one, which the daemon
+// keeps advertising until it restarts (as flanneld does). The node is then
+// not ready, and the log says so, rather than failing silently.
+func (d *Daemon) checkIdentity() {
+	if d.cfg.PublicIP.IsValid() {
+		return
+	}
+	var err error
+	cur, resolveErr := d.identity()
+	switch {
+	case resolveErr != nil:
+		err = fmt.Errorf("cannot find it again (%w); peers still route to %s", resolveErr, d.id.PublicIP)
+	case cur.PublicIP != d.id.PublicIP:
+		err = fmt.Errorf("%s now has %s, but this daemon advertises %s, where peers route this node's pods; restart the daemon to advertise the new address",
+			cur.Iface, cur.PublicIP, d.id.PublicIP)
+	}
+	d.state.setIdentityErr(err)
+	d.lastIdentityErr = d.transition("node address check", d.lastIdentityErr, err, "public_ip", d.id.PublicIP)
 }
 
 // updateReady publishes readiness and, when ready, marks the bridge.

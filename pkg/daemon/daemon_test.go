@@ -307,3 +307,50 @@ func TestDaemonNotReadyWhileLeaseLost(t *testing.T) {
 		t.Error("weft_lease_held is not 0 while the lease is lost")
 	}
 }
+
+// TestDaemonNoticesItsAddressChange: the interface's address changes under
+// the running daemon (DHCP, an operator). Peers still route this node's
+// pods to the address it advertises, so the node turns not ready, naming
+// both addresses; when the address comes back it is ready again. With
+// --public-ip (which may be an address NAT maps to the node) nothing is
+// checked.
+func TestDaemonNoticesItsAddressChange(t *testing.T) {
+	for _, explicit := range []bool{false, true} {
+		var args []string
+		if explicit {
+			args = []string{"--public-ip=" + selfIP}
+		}
+		r := newDaemonRig(t, args...)
+		var mu sync.Mutex
+		addr := selfIP
+		r.d.identity = func() (nodelease.Identity, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return nodelease.Identity{PublicIP: ip(addr), Iface: "eth0", MTU: 1500}, nil
+		}
+		setAddr := func(a string) { mu.Lock(); addr = a; mu.Unlock() }
+		r.start(t)
+		eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+
+		setAddr("10.4.7.31")
+		if explicit {
+			for range 3 {
+				r.clock.Advance(r.cfg.RouteResync)
+				if code, body := r.get("/readyz"); code != http.StatusOK {
+					t.Fatalf("with --public-ip: /readyz = %d %q after the interface's address changed, want 200", code, body)
+				}
+			}
+			r.stop()
+			continue
+		}
+		eventually(t, "/readyz 503 naming both addresses", func() bool {
+			code, body := r.get("/readyz")
+			return code == http.StatusServiceUnavailable && strings.Contains(body, "eth0 now has 10.4.7.31") &&
+				strings.Contains(body, "advertises "+selfIP)
+		}, func() { r.clock.Advance(r.cfg.RouteResync) })
+		setAddr(selfIP)
+		eventually(t, "/readyz 200 again", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK },
+			func() { r.clock.Advance(r.cfg.RouteResync) })
+		r.stop()
+	}
+}

@@ -32,6 +32,9 @@ type state struct {
 	routesSynced bool // a full list and reconcile has succeeded
 	warnedExpiry bool
 	lost         bool // the keeper found the lease lost; cleared by setLease
+	// identityErr: the node's address is not the one the daemon advertises
+	// any more (checkIdentity).
+	identityErr error
 }
 
 // snapshot is a consistent copy of the state.
@@ -108,6 +111,12 @@ func (s *state) setNodeErr(err error) {
 	s.nodeErr, s.nodeSetUp = err, err == nil
 }
 
+func (s *state) setIdentityErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.identityErr = err
+}
+
 func (s *state) setRules(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -174,6 +183,9 @@ func (s *state) readiness(now time.Time) (bool, []string) {
 	}
 	if !s.routesSynced {
 		why = append(why, "routes not synced with the leases")
+	}
+	if s.identityErr != nil {
+		why = append(why, "node address: "+s.identityErr.Error())
 	}
 	return len(why) == 0, why
 }
