@@ -14,14 +14,9 @@ import (
 // smallSubnetNetwork leases /29s: five pod addresses per node.
 const smallSubnetNetwork = `{"Network": "172.7.0.0/16", "SubnetLen": 29, "Backend": {"Type": "host-gw"}}`
 
-// TestFullSubnetReclaimsGonePods: a node's subnet is full and two of its
-// pods died without a DEL (their namespaces gone, as after a node crash or
-// a runtime that lost its state). The next ADDs get those two addresses
-// back instead of failing, never one a running pod holds; every pod answers
-// at its own address; when the subnet is full of running pods, an ADD fails
-// with the subnet full and changes nothing; the runtime's late DELs of the
-// dead pods succeed and free nothing else.
-func TestFullSubnetReclaimsGonePods(t *testing.T) {
+// fullNode is a node whose /29 is full: five pods, with their namespaces
+// and addresses.
+func fullNode(t *testing.T) (*cluster, *node, []string, []netip.Addr) {
 	c := newCluster(t, smallSubnetNetwork)
 	n := c.node(t, "node21", node21Addr, nil)
 	var pods []string
@@ -30,6 +25,18 @@ func TestFullSubnetReclaimsGonePods(t *testing.T) {
 		pod := c.tp.PodNS(t, fmt.Sprintf("p%d", i))
 		pods, ips = append(pods, pod), append(ips, n.add(t, pod))
 	}
+	return c, n, pods, ips
+}
+
+// TestFullSubnetReclaimsGonePods: a node's subnet is full and two of its
+// pods died without a DEL (their namespaces gone, as after a node crash or
+// a runtime that lost its state). The next ADDs get those two addresses
+// back instead of failing, never one a running pod holds; every pod answers
+// at its own address; when the subnet is full of running pods, an ADD fails
+// with the subnet full and changes nothing; the runtime's late DELs of the
+// dead pods succeed and free nothing else.
+func TestFullSubnetReclaimsGonePods(t *testing.T) {
+	c, n, pods, ips := fullNode(t)
 	dead := []string{pods[1], pods[3]}
 	for _, pod := range dead {
 		KillPod(t, pod)
@@ -104,14 +111,7 @@ func TestFullSubnetReclaimsGonePods(t *testing.T) {
 // the unmarked pod holds, so the next ADDs free nothing and fail with the
 // subnet full; above all, none of them is given the unmarked pod's address.
 func TestFullSubnetKeepsUnmarkedPods(t *testing.T) {
-	c := newCluster(t, smallSubnetNetwork)
-	n := c.node(t, "node21", node21Addr, nil)
-	var pods []string
-	var ips []netip.Addr
-	for i := range 5 {
-		pod := c.tp.PodNS(t, fmt.Sprintf("p%d", i))
-		pods, ips = append(pods, pod), append(ips, n.add(t, pod))
-	}
+	c, n, pods, ips := fullNode(t)
 	veth := ""
 	for _, line := range strings.Split(n.Run(t, "ip", "-o", "link", "show", "type", "veth"), "\n") {
 		if f := strings.Fields(line); len(f) > 1 && strings.Contains(line, "alias weft pod "+ips[0].String()+" ") {

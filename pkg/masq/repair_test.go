@@ -289,6 +289,14 @@ func TestFakeDeleteFirstMatch(t *testing.T) {
 // prints) is deleted at its position after a fresh read, instead of
 // failing every repair; the other rules stay.
 func TestJumpDeleteFallsBackToPosition(t *testing.T) {
+	f := refusedStaleJump(t)
+	assertStaleJumpGoneByPosition(t, f)
+}
+
+// refusedStaleJump is filter FORWARD holding a foreign rule, a stale jump
+// that iptables refuses to delete by the spec it printed, and our jump.
+func refusedStaleJump(t *testing.T) *fakeIPT {
+	t.Helper()
 	c := chainOf(t, ChainForward)
 	f := newFakeIPT()
 	mustEnsure(t, f, cluster)
@@ -299,12 +307,19 @@ func TestJumpDeleteFallsBackToPosition(t *testing.T) {
 		}
 		return nil
 	}
+	return f
+}
+
+// assertStaleJumpGoneByPosition runs Ensure on a refusedStaleJump chain and
+// checks that the stale jump went by position and nothing else did.
+func assertStaleJumpGoneByPosition(t *testing.T, f *fakeIPT) {
+	t.Helper()
 	rep := mustEnsure(t, f, cluster)
 	want := []string{`removed stale jump to WEFT-FWD at position 2 of filter FORWARD: -m comment --comment weft-0.3 -j WEFT-FWD`}
 	if !slices.Equal(rep.Repairs, want) {
 		t.Errorf("repairs %q, want %q", rep.Repairs, want)
 	}
-	assertRules(t, f, c.Table, c.From, dropRule, jumpFwd)
+	assertRules(t, f, "filter", "FORWARD", dropRule, jumpFwd)
 }
 
 // byHandle replaces deleteByHandle for a test: fn answers each call.
@@ -385,27 +400,13 @@ func TestJumpDeleteByHandle(t *testing.T) {
 // the chain again and, repeated at the same position, deletes by position,
 // as for a surplus copy of the first jump, rather than failing the repair.
 func TestStaleJumpFallbackWhenNFTablesDisagrees(t *testing.T) {
-	c := chainOf(t, ChainForward)
-	f := newFakeIPT()
-	mustEnsure(t, f, cluster)
-	setChain(t, f, c.Table, c.From, dropSpec, staleFwd2, jumpTo(ChainForward))
-	f.failDelete = func(_, _ string, spec []string) error {
-		if slices.Equal(spec, staleFwd2) {
-			return fmt.Errorf("iptables: Bad rule (does a matching rule exist in that chain?). (exit status 1)")
-		}
-		return nil
-	}
+	f := refusedStaleJump(t)
 	calls := 0
 	byHandle(t, func(IPTables, string, string, int, string) (bool, error) {
 		calls++
 		return true, errJumpMoved
 	})
-	rep := mustEnsure(t, f, cluster)
-	want := []string{`removed stale jump to WEFT-FWD at position 2 of filter FORWARD: -m comment --comment weft-0.3 -j WEFT-FWD`}
-	if !slices.Equal(rep.Repairs, want) {
-		t.Errorf("repairs %q, want %q", rep.Repairs, want)
-	}
-	assertRules(t, f, c.Table, c.From, dropRule, jumpFwd)
+	assertStaleJumpGoneByPosition(t, f)
 	if calls != 2 {
 		t.Errorf("%d deletes by handle before falling back to the position, want 2", calls)
 	}
