@@ -378,3 +378,32 @@ func bridgePorts(t *testing.T, n *node) map[netip.Addr]string {
 	}
 	return ports
 }
+
+// TestDaemonReportsANetworkConfigChange: the Network is widened in etcd
+// while the daemon runs. It applies the new config only when it restarts
+// (as flanneld), so until then it is not ready, naming both configs, and
+// weft status flags the subnet file's network; after a restart it runs the
+// new config and is ready.
+func TestDaemonReportsANetworkConfigChange(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n21 := c.node(t, "node21", node21Addr, nil)
+	d21 := n21.startDaemon(t, "--relist-interval=1s")
+	n21.waitReady(t)
+	c.etcdctl(t, "put", "/coreos.com/network/config", `{"Network": "172.6.0.0/15", "Backend": {"Type": "host-gw"}}`)
+	status := func() string {
+		out, _ := n21.Try(Bin(t, "weft"), "status", "--etcd-endpoints="+c.endpoint, "--iface=eth0",
+			"--subnet-file="+n21.dir+"/subnet.env", "--healthz-ip=127.0.0.1", "--healthz-port=2401")
+		return out
+	}
+	WaitFor(t, 15*time.Second, "node21 not ready over the changed config", func() (bool, error) {
+		out := status()
+		return strings.Contains(out, "etcd now says Network 172.6.0.0/15") &&
+			strings.Contains(out, "FAIL  subnet file") && strings.Contains(out, "etcd's network config says 172.6.0.0/15"), nil
+	})
+	n21.stopDaemon(t, d21)
+	n21.startDaemon(t, "--relist-interval=1s")
+	n21.waitReady(t)
+	if file := n21.Run(t, "cat", n21.dir+"/subnet.env"); !strings.Contains(file, "FLANNEL_NETWORK=172.6.0.0/15") {
+		t.Errorf("after the restart the subnet file is:\n%s", file)
+	}
+}

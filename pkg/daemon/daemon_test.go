@@ -17,6 +17,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/weft-cni/weft/pkg/netconf"
 	"github.com/weft-cni/weft/pkg/nodelease"
 	"github.com/weft-cni/weft/pkg/route"
 	"github.com/weft-cni/weft/pkg/subnetfile"
@@ -353,4 +354,36 @@ func TestDaemonNoticesItsAddressChange(t *testing.T) {
 			func() { r.clock.Advance(r.cfg.RouteResync) })
 		r.stop()
 	}
+}
+
+// TestDaemonNoticesANetworkConfigChange: the network config in etcd
+// changes under the running daemon (a Network widened). The daemon applies
+// it only at its next restart, as flanneld, so from the next full sync on
+// the node is not ready and says what changed; a config that differs only
+// in naming the default backend changes nothing, and the old config back
+// makes it ready again.
+func TestDaemonNoticesANetworkConfigChange(t *testing.T) {
+	r := newDaemonRig(t)
+	r.start(t)
+	eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+	setNetwork := func(raw string) {
+		cfg, err := netconf.Parse([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.store.mu.Lock()
+		r.store.network = cfg
+		r.store.mu.Unlock()
+	}
+	relist := func() { r.clock.Advance(r.cfg.Relist) }
+
+	setNetwork(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`)
+	eventually(t, "/readyz 503 naming both networks", func() bool {
+		code, body := r.get("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "etcd now says Network 172.6.0.0/15") &&
+			strings.Contains(body, "this daemon runs Network 172.7.0.0/16")
+	}, relist)
+
+	setNetwork(`{"Network":"172.7.0.0/16"}`) // host-gw by default: the same network
+	eventually(t, "/readyz 200 again", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, relist)
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -46,11 +47,13 @@ type syncer struct {
 	// lock is the node lock the plugin also takes; nil for none.
 	lock Locker
 
-	mu       sync.Mutex
-	leases   map[netip.Prefix]lease.Lease
-	listed   bool
-	lastErr  string // last reconcile error, logged once
-	warnedIP map[netip.Prefix]bool
+	mu      sync.Mutex
+	leases  map[netip.Prefix]lease.Lease
+	listed  bool
+	lastErr string // last reconcile error, logged once
+	// lastConfigErr is checkConfig's last finding, logged once.
+	lastConfigErr string
+	warnedIP      map[netip.Prefix]bool
 	// publicIPCIDR, when valid, is where peers' PublicIPs must lie; other
 	// leases are ignored with a warning rather than routed.
 	publicIPCIDR netip.Prefix
@@ -69,6 +72,7 @@ func (s *syncer) run(ctx context.Context) {
 			bo.wait(ctx)
 			continue
 		}
+		s.checkConfig(ctx)
 		reason, err := s.watch(ctx, rev)
 		if ctx.Err() != nil {
 			return
@@ -108,6 +112,62 @@ func (s *syncer) fullSync(ctx context.Context) (int64, error) {
 	s.reconcileLocked(ctx)
 	s.metrics.FullSync(time.Since(start))
 	return rev, nil
+}
+
+// checkConfig compares, at each full sync, etcd's network config with the
+// one the node's lease was acquired under. The daemon reads it only then
+// (as flanneld), so a changed config (a Network widened, another backend)
+// is applied at its next restart; until then the node is not ready and the
+// log says so, rather than leaving leases of the new range unrouted in
+// silence. A failed read changes nothing: the list just succeeded.
+func (s *syncer) checkConfig(ctx context.Context) {
+	running := s.state.get().network
+	if running == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
+	nc, err := s.store.NetworkConfig(ctx)
+	if err != nil {
+		return
+	}
+	var cfgErr error
+	if !sameNetwork(nc, running) {
+		cfgErr = fmt.Errorf("etcd now says %s, this daemon runs %s since it acquired its lease; restart the daemon to apply it",
+			describeNetwork(nc), describeNetwork(running))
+	}
+	s.state.setConfigErr(cfgErr)
+	switch {
+	case cfgErr != nil && cfgErr.Error() != s.lastConfigErr:
+		s.log.Error("the network config changed in etcd", "error", cfgErr)
+	case cfgErr == nil && s.lastConfigErr != "":
+		s.log.Info("the network config in etcd is the one this daemon runs again")
+	}
+	s.lastConfigErr = ""
+	if cfgErr != nil {
+		s.lastConfigErr = cfgErr.Error()
+	}
+}
+
+// sameNetwork reports whether two configs make the same network; whether
+// the backend was named or defaulted makes no difference to the node.
+func sameNetwork(a, b *netconf.Config) bool {
+	x, y := *a, *b
+	x.Backend.Defaulted, y.Backend.Defaulted = false, false
+	return x == y
+}
+
+// describeNetwork names what of a network config matters to a node.
+func describeNetwork(c *netconf.Config) string {
+	b := c.Backend
+	d := fmt.Sprintf("Network %s, SubnetLen %d, SubnetMin %s, SubnetMax %s, backend %s", c.Network, c.SubnetLen, c.SubnetMin, c.SubnetMax, b.Type)
+	if b.Type == netconf.BackendVXLAN {
+		d += fmt.Sprintf(" (VNI %d, port %d, DirectRouting %t)", b.VNI, b.Port, b.DirectRouting)
+	}
+	if b.MTU != 0 {
+		d += fmt.Sprintf(", MTU %d", b.MTU)
+	}
+	return d
 }
 
 // watch follows changes from rev until the relist period passes, the watch

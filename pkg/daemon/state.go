@@ -35,6 +35,9 @@ type state struct {
 	// identityErr: the node's address is not the one the daemon advertises
 	// any more (checkIdentity).
 	identityErr error
+	// configErr: etcd's network config is not the one the lease was
+	// acquired under any more (syncer.checkConfig).
+	configErr error
 }
 
 // snapshot is a consistent copy of the state.
@@ -109,6 +112,12 @@ func (s *state) setNodeErr(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.nodeErr, s.nodeSetUp = err, err == nil
+}
+
+func (s *state) setConfigErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.configErr = err
 }
 
 func (s *state) setIdentityErr(err error) {
@@ -186,6 +195,9 @@ func (s *state) readiness(now time.Time) (bool, []string) {
 	}
 	if s.identityErr != nil {
 		why = append(why, "node address: "+s.identityErr.Error())
+	}
+	if s.configErr != nil {
+		why = append(why, "network config: "+s.configErr.Error())
 	}
 	return len(why) == 0, why
 }

@@ -140,6 +140,15 @@ func TestStatus(t *testing.T) {
 		{name: "etcd down: file, routes and rules still checked",
 			harm:  func(r *statusRig) { r.store.setDown(true) },
 			wants: []string{"FAIL  etcd", "ok    subnet file", "172.7.22.0/24 via 10.4.7.22 (peers not checked", "iptables rules in place"}},
+		{name: "network config changed in etcd",
+			harm: func(r *statusRig) {
+				cfg, err := netconf.Parse([]byte(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`))
+				if err != nil {
+					panic(err)
+				}
+				r.store.network = cfg
+			},
+			wants: []string{"FAIL  subnet file", "network 172.7.0.0/16, but etcd's network config says 172.6.0.0/15"}},
 		{name: "peer outside --public-ip-cidr is not expected", ok: true,
 			harm: func(r *statusRig) {
 				r.cfg.PublicIPCIDR = pfx("10.4.7.0/24")
