@@ -387,3 +387,35 @@ func TestDaemonNoticesANetworkConfigChange(t *testing.T) {
 	setNetwork(`{"Network":"172.7.0.0/16"}`) // host-gw by default: the same network
 	eventually(t, "/readyz 200 again", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, relist)
 }
+
+// TestDaemonConfigErrClearsOnReacquire: the network config changes in etcd
+// (the node turns not ready), then the node's key vanishes and the keeper
+// acquires again, under the new config: the daemon now runs etcd's config,
+// so the node is ready again without waiting for the next full sync.
+func TestDaemonConfigErrClearsOnReacquire(t *testing.T) {
+	r := newDaemonRig(t)
+	r.start(t)
+	eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+	file, err := subnetfile.Read(r.cfg.SubnetFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wide, err := netconf.Parse([]byte(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.store.mu.Lock()
+	r.store.network = wide
+	r.store.mu.Unlock()
+	eventually(t, "/readyz 503 naming the config", func() bool {
+		code, body := r.get("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "network config")
+	}, func() { r.clock.Advance(r.cfg.Relist) })
+
+	r.store.del(file.Lease()) // no clock advance from here on: no full sync is due
+	eventually(t, "a lease under the new config", func() bool {
+		snap := r.d.state.get()
+		return snap.network != nil && snap.network.Network == wide.Network
+	}, nil)
+	eventually(t, "/readyz 200 once the new config runs", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, nil)
+}

@@ -136,7 +136,9 @@ func (s *syncer) checkConfig(ctx context.Context) {
 		cfgErr = fmt.Errorf("etcd now says %s, this daemon runs %s since it acquired its lease; restart the daemon to apply it",
 			describeNetwork(nc), describeNetwork(running))
 	}
-	s.state.setConfigErr(cfgErr)
+	if !s.state.setConfigErr(running, cfgErr) {
+		return // a lease acquired meanwhile, under the config then in etcd
+	}
 	switch {
 	case cfgErr != nil && cfgErr.Error() != s.lastConfigErr:
 		s.log.Error("the network config changed in etcd", "error", cfgErr)

@@ -4,15 +4,18 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jonboulle/clockwork"
 
 	"github.com/weft-cni/weft/pkg/lease"
 	"github.com/weft-cni/weft/pkg/metrics"
+	"github.com/weft-cni/weft/pkg/netconf"
 	"github.com/weft-cni/weft/pkg/route"
 	"github.com/weft-cni/weft/pkg/subnetfile"
 )
@@ -249,5 +252,44 @@ func TestSyncerUnsyncedWhenRoutesUnreadable(t *testing.T) {
 	r.s.reconcile(context.Background())
 	if r.unsynced.Load() == 0 {
 		t.Fatal("a reconcile that could not list routes was reported as synced")
+	}
+}
+
+// leaseDuringConfigRead is a store whose network config read lets the
+// keeper acquire a lease under the new config while it is in flight.
+type leaseDuringConfigRead struct {
+	*fakeStore
+	during func()
+}
+
+func (s leaseDuringConfigRead) NetworkConfig(ctx context.Context) (*netconf.Config, error) {
+	s.during()
+	return s.fakeStore.NetworkConfig(ctx)
+}
+
+// TestCheckConfigRacesANewLease: etcd's config changes and the keeper
+// acquires a lease under it while checkConfig's read is in flight. The
+// finding, against the config the node ran before, must not stick to the
+// node that now runs etcd's config.
+func TestCheckConfigRacesANewLease(t *testing.T) {
+	store := newFakeStore(t, "172.7.0.0/16")
+	old := store.network
+	st := &state{}
+	own := lease.Lease{Subnet: pfx("172.7.21.0/24"), Attrs: lease.Attrs{PublicIP: ip(selfIP)}}
+	st.setLease(old, &own, subnetfile.ForLease(old.Network, own.Subnet, 1500, true))
+	wide, err := netconf.Parse([]byte(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &syncer{log: discard, state: st, store: leaseDuringConfigRead{store, func() {
+		store.mu.Lock()
+		store.network = wide
+		store.mu.Unlock()
+		again := lease.Lease{Subnet: pfx("172.6.21.0/24"), Attrs: own.Attrs}
+		st.setLease(wide, &again, subnetfile.ForLease(wide.Network, again.Subnet, 1500, true))
+	}}}
+	s.checkConfig(context.Background())
+	if _, why := st.readiness(time.Now()); strings.Contains(strings.Join(why, ";"), "network config") {
+		t.Errorf("not ready over the config the node now runs: %q", why)
 	}
 }

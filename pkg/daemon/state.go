@@ -85,6 +85,7 @@ func (s *state) setLease(network *netconf.Config, own *lease.Lease, file *subnet
 	}
 	s.warnedExpiry, s.lost = false, false
 	s.fileWritten, s.nodeSetUp, s.routesSynced = false, false, false
+	s.configErr = nil // acquired under etcd's config of the moment
 }
 
 // loseLease records that the lease is lost (its key gone or taken, its etcd
@@ -114,10 +115,17 @@ func (s *state) setNodeErr(err error) {
 	s.nodeErr, s.nodeSetUp = err, err == nil
 }
 
-func (s *state) setConfigErr(err error) {
+// setConfigErr records checkConfig's finding against running, unless a
+// lease was acquired under another config meanwhile (the finding is then
+// stale); it reports whether it recorded it.
+func (s *state) setConfigErr(running *netconf.Config, err error) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.network != running {
+		return false
+	}
 	s.configErr = err
+	return true
 }
 
 func (s *state) setIdentityErr(err error) {
