@@ -407,3 +407,25 @@ func TestDaemonReportsANetworkConfigChange(t *testing.T) {
 		t.Errorf("after the restart the subnet file is:\n%s", file)
 	}
 }
+
+// TestDaemonAddressCheckWithSeveralAddresses: eth0 holds a second address,
+// in another subnet, and the advertised one is deleted and added back (an
+// operator, a network manager restarting), so that it is no longer eth0's
+// first. The daemon's address is still eth0's, where peers reach it: the
+// node is ready again once it is back.
+func TestDaemonAddressCheckWithSeveralAddresses(t *testing.T) {
+	c := newCluster(t, seedNetwork)
+	n21 := c.node(t, "node21", node21Addr, nil)
+	n21.startDaemon(t)
+	n21.waitReady(t)
+	n21.Run(t, "ip", "addr", "add", "10.9.9.21/24", "dev", "eth0")
+	n21.Run(t, "ip", "addr", "del", node21Addr.String(), "dev", "eth0")
+	n21.Run(t, "ip", "addr", "add", node21Addr.String(), "dev", "eth0")
+	n21.waitReady(t)
+	for range 3 { // the route resync is 1 s
+		time.Sleep(time.Second)
+		if code := n21.health(t, "/readyz"); code != 200 {
+			t.Fatalf("/readyz = %d with its address on eth0, after another one", code)
+		}
+	}
+}

@@ -75,6 +75,9 @@ type Deps struct {
 	Node   Node
 	// Identity finds the node's public IP and interface (ResolveIdentity).
 	Identity func() (nodelease.Identity, error)
+	// HoldsAddr reports whether an identity's interface still holds its
+	// public IP (HoldsAddr).
+	HoldsAddr func(nodelease.Identity) (bool, error)
 	// Overlay programs the vxlan backend and returns the routes to peers;
 	// nil: the kernel's (LinuxOverlay).
 	Overlay Overlay
@@ -92,6 +95,7 @@ type Daemon struct {
 	ipt      masq.IPTables
 	node     Node
 	identity func() (nodelease.Identity, error)
+	holds    func(nodelease.Identity) (bool, error)
 	overlay  Overlay
 	lock     Locker
 	clock    clockwork.Clock
@@ -113,12 +117,12 @@ type Daemon struct {
 
 // New checks deps and returns a daemon for cfg.
 func New(cfg *Config, deps Deps) (*Daemon, error) {
-	if deps.Store == nil || deps.Routes == nil || deps.IPT == nil || deps.Node == nil || deps.Identity == nil {
-		return nil, errors.New("daemon: Store, Routes, IPT, Node and Identity are required")
+	if deps.Store == nil || deps.Routes == nil || deps.IPT == nil || deps.Node == nil || deps.Identity == nil || deps.HoldsAddr == nil {
+		return nil, errors.New("daemon: Store, Routes, IPT, Node, Identity and HoldsAddr are required")
 	}
 	d := &Daemon{
 		cfg: *cfg, store: deps.Store, routes: deps.Routes, ipt: deps.IPT, node: deps.Node,
-		identity: deps.Identity, overlay: deps.Overlay, lock: deps.Lock, clock: deps.Clock, metrics: deps.Metrics, log: deps.Log,
+		identity: deps.Identity, holds: deps.HoldsAddr, overlay: deps.Overlay, lock: deps.Lock, clock: deps.Clock, metrics: deps.Metrics, log: deps.Log,
 		nodeKick: make(chan struct{}, 1), leaseKick: make(chan struct{}, 1), ruleKick: make(chan struct{}, 1),
 	}
 	if d.clock == nil {
@@ -309,24 +313,34 @@ func (d *Daemon) syncNode(ctx context.Context) {
 	})
 }
 
-// checkIdentity resolves the node's address again, when it comes from the
-// interface (not --public-ip, which may be an address NAT maps to the
-// node): an address that changed under the daemon (DHCP, an operator)
-// leaves peers routing this node's pods to the old one, which the daemon
-// keeps advertising until it restarts (as flanneld does). The node is then
-// not ready, and the log says so, rather than failing silently.
+// checkIdentity checks, when the node's address comes from the interface
+// (not --public-ip, which may be an address NAT maps to the node), that
+// the interface the daemon advertises still holds the address: one that
+// changed under the daemon (DHCP, an operator) leaves peers routing this
+// node's pods to the old one, which the daemon keeps advertising until it
+// restarts (as flanneld does). The node is then not ready, and the log
+// says so, rather than failing silently. Another first address on the
+// interface, or an earlier --iface candidate that gained one, changes
+// nothing: peers still reach the advertised address.
 func (d *Daemon) checkIdentity() {
 	if d.cfg.PublicIP.IsValid() {
 		return
 	}
 	var err error
 	cur, resolveErr := d.identity()
-	switch {
-	case resolveErr != nil:
-		err = fmt.Errorf("cannot find it again (%w); peers still route to %s", resolveErr, d.id.PublicIP)
-	case cur.PublicIP != d.id.PublicIP:
-		err = fmt.Errorf("%s now has %s, but this daemon advertises %s, where peers route this node's pods; restart the daemon to advertise the new address",
-			cur.Iface, cur.PublicIP, d.id.PublicIP)
+	if resolveErr != nil || cur.PublicIP != d.id.PublicIP {
+		held, holdsErr := d.holds(d.id)
+		switch {
+		case held:
+		case resolveErr != nil:
+			err = fmt.Errorf("cannot find it again (%w); peers still route to %s", resolveErr, d.id.PublicIP)
+		case holdsErr != nil:
+			err = fmt.Errorf("%s now has %s (%w), but this daemon advertises %s, where peers route this node's pods; restart the daemon to advertise the new address",
+				cur.Iface, cur.PublicIP, holdsErr, d.id.PublicIP)
+		default:
+			err = fmt.Errorf("%s now has %s, but this daemon advertises %s, where peers route this node's pods; restart the daemon to advertise the new address",
+				cur.Iface, cur.PublicIP, d.id.PublicIP)
+		}
 	}
 	d.state.setIdentityErr(err)
 	d.lastIdentityErr = d.transition("node address check", d.lastIdentityErr, err, "public_ip", d.id.PublicIP)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jonboulle/clockwork"
 
@@ -49,7 +50,8 @@ func newDaemonRig(t *testing.T, args ...string) *daemonRig {
 	r.d, err = New(cfg, Deps{Store: r.store, Routes: r.kernel, IPT: r.ipt, Node: r.node, Clock: r.clock, Log: discard,
 		Identity: func() (nodelease.Identity, error) {
 			return nodelease.Identity{PublicIP: ip(selfIP), Iface: "eth0", MTU: 1500}, nil
-		}})
+		},
+		HoldsAddr: func(id nodelease.Identity) (bool, error) { return id.PublicIP == ip(selfIP), nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +195,7 @@ func TestDaemonKeepsSubnetAcrossRestart(t *testing.T) {
 	own, _ := r.store.get(before.Lease())
 	r.store.expire(own.EtcdLease)
 	again, err := New(r.cfg, Deps{Store: r.store, Routes: r.kernel, IPT: r.ipt, Node: r.node, Clock: r.clock, Log: discard,
-		Identity: r.d.identity})
+		Identity: r.d.identity, HoldsAddr: r.d.holds})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,6 +331,11 @@ func TestDaemonNoticesItsAddressChange(t *testing.T) {
 			defer mu.Unlock()
 			return nodelease.Identity{PublicIP: ip(addr), Iface: "eth0", MTU: 1500}, nil
 		}
+		r.d.holds = func(id nodelease.Identity) (bool, error) { // eth0 holds one address
+			mu.Lock()
+			defer mu.Unlock()
+			return id.PublicIP == ip(addr), nil
+		}
 		setAddr := func(a string) { mu.Lock(); addr = a; mu.Unlock() }
 		r.start(t)
 		eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
@@ -418,4 +425,48 @@ func TestDaemonConfigErrClearsOnReacquire(t *testing.T) {
 		return snap.network != nil && snap.network.Network == wide.Network
 	}, nil)
 	eventually(t, "/readyz 200 once the new config runs", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, nil)
+}
+
+// TestDaemonAddressCheckKeepsAdvertisedAddress: the interface the daemon
+// resolves first, or the first address on it, changes while the address
+// it advertises stays on its interface (an earlier --iface candidate that
+// had no address at start gained one; another address before it on the
+// interface). Peers still reach the node: it stays ready.
+func TestDaemonAddressCheckKeepsAdvertisedAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// at start and later: what ResolveIdentity finds
+		start, later nodelease.Identity
+	}{
+		{name: "an earlier --iface candidate gained an address",
+			start: nodelease.Identity{PublicIP: ip("10.5.0.21"), Iface: "eth1", MTU: 1500},
+			later: nodelease.Identity{PublicIP: ip(selfIP), Iface: "eth0", MTU: 1500}},
+		{name: "another first address on the interface",
+			start: nodelease.Identity{PublicIP: ip(selfIP), Iface: "eth0", MTU: 1500},
+			later: nodelease.Identity{PublicIP: ip("10.9.9.21"), Iface: "eth0", MTU: 1500}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newDaemonRig(t)
+			var mu sync.Mutex
+			cur := tc.start
+			r.d.identity = func() (nodelease.Identity, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				return cur, nil
+			}
+			r.d.holds = func(id nodelease.Identity) (bool, error) { return id == tc.start, nil }
+			r.start(t)
+			eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+			mu.Lock()
+			cur = tc.later
+			mu.Unlock()
+			for range 3 {
+				r.clock.Advance(r.cfg.RouteResync)
+				time.Sleep(10 * time.Millisecond) // let the node loop run
+				if code, body := r.get("/readyz"); code != http.StatusOK {
+					t.Fatalf("/readyz = %d %q while %s still holds %s", code, body, tc.start.Iface, tc.start.PublicIP)
+				}
+			}
+		})
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/weft-cni/weft/pkg/ipam"
 	"github.com/weft-cni/weft/pkg/lease"
 	"github.com/weft-cni/weft/pkg/netconf"
+	"github.com/weft-cni/weft/pkg/nldump"
 	"github.com/weft-cni/weft/pkg/nodelease"
 	"github.com/weft-cni/weft/pkg/podnet"
 	"github.com/weft-cni/weft/pkg/route"
@@ -134,6 +135,24 @@ func ResolveIdentity(c *Config) (nodelease.Identity, error) {
 		return id, nil
 	}
 	return nodelease.Identity{}, fmt.Errorf("finding the node's interface: %w", errors.Join(errs...))
+}
+
+// HoldsAddr reports whether id's interface still holds its public IP.
+func HoldsAddr(id nodelease.Identity) (bool, error) {
+	link, err := netlink.LinkByName(id.Iface)
+	if err != nil {
+		return false, fmt.Errorf("iface %q: %w", id.Iface, err)
+	}
+	addrs, err := nldump.Addrs(link, netlink.FAMILY_V4)
+	if err != nil {
+		return false, fmt.Errorf("listing addresses of %s: %w", id.Iface, err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip == id.PublicIP {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // NodeLock returns the Locker of the node lock beside the subnet file, the

@@ -63,8 +63,9 @@ func runDaemon(args []string) int {
 	}
 	d, err := daemon.New(cfg, daemon.Deps{
 		Store: store, Routes: route.Netlink{}, IPT: ipt, Node: daemon.LinuxNode{Bridge: cfg.Bridge, Log: logger}, Lock: daemon.NodeLock(cfg),
-		Identity: func() (nodelease.Identity, error) { return daemon.ResolveIdentity(cfg) },
-		Log:      logger,
+		Identity:  func() (nodelease.Identity, error) { return daemon.ResolveIdentity(cfg) },
+		HoldsAddr: daemon.HoldsAddr,
+		Log:       logger,
 	})
 	if err != nil {
 		logger.Error("starting", "error", err)
