@@ -151,12 +151,19 @@ func (s *syncer) checkConfig(ctx context.Context) {
 	}
 }
 
-// sameNetwork reports whether two configs make the same network; whether
-// the backend was named or defaulted makes no difference to the node.
+// sameNetwork reports whether two configs make the same network for the
+// node: whether the backend was named or defaulted makes no difference,
+// nor do vxlan's settings (VNI, port, DirectRouting) under host-gw.
 func sameNetwork(a, b *netconf.Config) bool {
-	x, y := *a, *b
-	x.Backend.Defaulted, y.Backend.Defaulted = false, false
-	return x == y
+	return nodeView(*a) == nodeView(*b)
+}
+
+func nodeView(c netconf.Config) netconf.Config {
+	c.Backend.Defaulted = false
+	if c.Backend.Type != netconf.BackendVXLAN {
+		c.Backend.VNI, c.Backend.Port, c.Backend.DirectRouting = 0, 0, false
+	}
+	return c
 }
 
 // describeNetwork names what of a network config matters to a node.

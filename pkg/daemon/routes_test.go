@@ -293,3 +293,37 @@ func TestCheckConfigRacesANewLease(t *testing.T) {
 		t.Errorf("not ready over the config the node now runs: %q", why)
 	}
 }
+
+// TestSameNetwork: what counts as a changed network config for a node.
+func TestSameNetwork(t *testing.T) {
+	parse := func(raw string) *netconf.Config {
+		t.Helper()
+		c, err := netconf.Parse([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	hostGW := parse(`{"Network":"172.7.0.0/16","Backend":{"Type":"host-gw"}}`)
+	for _, tc := range []struct {
+		raw  string
+		same bool
+	}{
+		{`{"Network":"172.7.0.0/16"}`, true}, // host-gw by default
+		{`{"Network":"172.7.0.0/16","Backend":{"Type":"host-gw","DirectRouting":true}}`, true},
+		{`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`, false},
+		{`{"Network":"172.7.0.0/16","SubnetLen":25,"Backend":{"Type":"host-gw"}}`, false},
+		{`{"Network":"172.7.0.0/16","Backend":{"Type":"vxlan"}}`, false},
+	} {
+		if got := sameNetwork(parse(tc.raw), hostGW); got != tc.same {
+			t.Errorf("sameNetwork(%s, host-gw /16) = %t, want %t", tc.raw, got, tc.same)
+		}
+	}
+	vxlan := parse(`{"Network":"172.7.0.0/16","Backend":{"Type":"vxlan"}}`)
+	if sameNetwork(parse(`{"Network":"172.7.0.0/16","Backend":{"Type":"vxlan","VNI":2}}`), vxlan) {
+		t.Error("a vxlan network with another VNI counted as the same")
+	}
+	if sameNetwork(parse(`{"Network":"172.7.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}`), vxlan) {
+		t.Error("vxlan with DirectRouting counted as the same as without")
+	}
+}

@@ -172,6 +172,9 @@ func statusLease(ctx context.Context, r *Report, cfg *Config, deps StatusDeps, i
 		return network, nil, nil
 	}
 	r.add(true, "etcd", "network %s (%s), %d leases", nc.Network, nc.Backend.Type, len(leases))
+	if file != nil && file.Network != nc.Network {
+		r.add(false, "subnet file", "network %s, but etcd's network config says %s: the daemon applies a new config when it restarts", file.Network, nc.Network)
+	}
 	if !id.PublicIP.IsValid() {
 		return network, nil, leases
 	}
@@ -200,9 +203,7 @@ func statusLease(ctx context.Context, r *Report, cfg *Config, deps StatusDeps, i
 	if own != nil && file != nil && file.Lease() != own.Subnet {
 		r.add(false, "subnet file", "holds %s but etcd leases %s to this node", file.Lease(), own.Subnet)
 	}
-	if file != nil && file.Network != nc.Network {
-		r.add(false, "subnet file", "network %s, but etcd's network config says %s: the daemon applies a new config when it restarts", file.Network, nc.Network)
-	}
+
 	return network, own, leases
 }
 

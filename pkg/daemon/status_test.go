@@ -149,6 +149,16 @@ func TestStatus(t *testing.T) {
 				r.store.network = cfg
 			},
 			wants: []string{"FAIL  subnet file", "network 172.7.0.0/16, but etcd's network config says 172.6.0.0/15"}},
+		{name: "network config changed, node identity unknown",
+			harm: func(r *statusRig) {
+				cfg, err := netconf.Parse([]byte(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`))
+				if err != nil {
+					panic(err)
+				}
+				r.store.network = cfg
+				r.deps.Identity = func() (nodelease.Identity, error) { return nodelease.Identity{}, errors.New("no interface eth0") }
+			},
+			wants: []string{"FAIL  node", "FAIL  subnet file", "etcd's network config says 172.6.0.0/15"}},
 		{name: "peer outside --public-ip-cidr is not expected", ok: true,
 			harm: func(r *statusRig) {
 				r.cfg.PublicIPCIDR = pfx("10.4.7.0/24")
