@@ -132,6 +132,15 @@ func ResolveIdentity(c *Config) (nodelease.Identity, error) {
 			errs = append(errs, fmt.Errorf("--iface %s with --public-ip %s: name the interface instead", iface, c.PublicIP))
 			continue
 		}
+		if ip, perr := netip.ParseAddr(iface); perr == nil {
+			// An address names the interface that holds it; none does
+			// (not yet, or not any more): try the next candidate, never
+			// the default route's interface under that address.
+			if held, herr := HoldsAddr(nodelease.Identity{Iface: id.Iface, PublicIP: ip}); herr != nil || !held {
+				errs = append(errs, fmt.Errorf("--iface %s: no interface holds it", iface))
+				continue
+			}
+		}
 		return id, nil
 	}
 	return nodelease.Identity{}, fmt.Errorf("finding the node's interface: %w", errors.Join(errs...))
