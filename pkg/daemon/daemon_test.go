@@ -85,6 +85,12 @@ func (r *daemonRig) get(path string) (int, string) {
 
 func (r *daemonRig) advance() { r.clock.Advance(maxBackoff * 2) }
 
+// waitReady waits for /readyz to answer 200, moving the clock on.
+func (r *daemonRig) waitReady(t *testing.T) {
+	t.Helper()
+	eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+}
+
 func noEnv(string) (string, bool) { return "", false }
 
 func TestDaemonLifecycle(t *testing.T) {
@@ -107,7 +113,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 
 	r.store.setDown(false)
-	eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+	r.waitReady(t)
 
 	file, err := subnetfile.Read(r.cfg.SubnetFile)
 	if err != nil {
@@ -291,7 +297,7 @@ func TestDaemonIdentityRetried(t *testing.T) {
 func TestDaemonNotReadyWhileLeaseLost(t *testing.T) {
 	r := newDaemonRig(t)
 	r.start(t)
-	eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+	r.waitReady(t)
 	file, err := subnetfile.Read(r.cfg.SubnetFile)
 	if err != nil {
 		t.Fatal(err)
@@ -338,7 +344,7 @@ func TestDaemonNoticesItsAddressChange(t *testing.T) {
 		}
 		setAddr := func(a string) { mu.Lock(); addr = a; mu.Unlock() }
 		r.start(t)
-		eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+		r.waitReady(t)
 
 		setAddr("10.4.7.31")
 		if explicit {
@@ -372,7 +378,7 @@ func TestDaemonNoticesItsAddressChange(t *testing.T) {
 func TestDaemonNoticesANetworkConfigChange(t *testing.T) {
 	r := newDaemonRig(t)
 	r.start(t)
-	eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+	r.waitReady(t)
 	setNetwork := func(raw string) {
 		cfg, err := netconf.Parse([]byte(raw))
 		if err != nil {
@@ -402,7 +408,7 @@ func TestDaemonNoticesANetworkConfigChange(t *testing.T) {
 func TestDaemonConfigErrClearsOnReacquire(t *testing.T) {
 	r := newDaemonRig(t)
 	r.start(t)
-	eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+	r.waitReady(t)
 	file, err := subnetfile.Read(r.cfg.SubnetFile)
 	if err != nil {
 		t.Fatal(err)
@@ -456,7 +462,7 @@ func TestDaemonAddressCheckKeepsAdvertisedAddress(t *testing.T) {
 			}
 			r.d.holds = func(id nodelease.Identity) (bool, error) { return id == tc.start, nil }
 			r.start(t)
-			eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
+			r.waitReady(t)
 			mu.Lock()
 			cur = tc.later
 			mu.Unlock()
