@@ -18,7 +18,6 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
-	"github.com/weft-cni/weft/pkg/netconf"
 	"github.com/weft-cni/weft/pkg/nodelease"
 	"github.com/weft-cni/weft/pkg/route"
 	"github.com/weft-cni/weft/pkg/subnetfile"
@@ -302,11 +301,9 @@ func TestDaemonNotReadyWhileLeaseLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.store.mu.Lock()
 	udp := *r.store.network
 	udp.Backend.Type = "udp"
-	r.store.network = &udp
-	r.store.mu.Unlock()
+	r.store.setNetwork(&udp)
 	r.store.del(file.Lease())
 	eventually(t, "/readyz 503 naming the lost lease", func() bool {
 		code, body := r.get("/readyz")
@@ -379,25 +376,16 @@ func TestDaemonNoticesANetworkConfigChange(t *testing.T) {
 	r := newDaemonRig(t)
 	r.start(t)
 	r.waitReady(t)
-	setNetwork := func(raw string) {
-		cfg, err := netconf.Parse([]byte(raw))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.store.mu.Lock()
-		r.store.network = cfg
-		r.store.mu.Unlock()
-	}
 	relist := func() { r.clock.Advance(r.cfg.Relist) }
 
-	setNetwork(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`)
+	r.store.setNetwork(parseNetwork(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`))
 	eventually(t, "/readyz 503 naming both networks", func() bool {
 		code, body := r.get("/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "etcd now says Network 172.6.0.0/15") &&
 			strings.Contains(body, "this daemon runs Network 172.7.0.0/16")
 	}, relist)
 
-	setNetwork(`{"Network":"172.7.0.0/16"}`) // host-gw by default: the same network
+	r.store.setNetwork(parseNetwork(`{"Network":"172.7.0.0/16"}`)) // host-gw by default: the same network
 	eventually(t, "/readyz 200 again", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, relist)
 }
 
@@ -413,13 +401,8 @@ func TestDaemonConfigErrClearsOnReacquire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wide, err := netconf.Parse([]byte(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.store.mu.Lock()
-	r.store.network = wide
-	r.store.mu.Unlock()
+	wide := parseNetwork(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`)
+	r.store.setNetwork(wide)
 	eventually(t, "/readyz 503 naming the config", func() bool {
 		code, body := r.get("/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "network config")

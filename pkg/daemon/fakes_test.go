@@ -69,6 +69,22 @@ func newFakeStore(t *testing.T, network string) *fakeStore {
 		nextID: 100, alive: map[clientv3.LeaseID]bool{}, kas: map[clientv3.LeaseID]chan time.Time{}}
 }
 
+// parseNetwork parses a network config a test writes; a typo panics.
+func parseNetwork(raw string) *netconf.Config {
+	cfg, err := netconf.Parse([]byte(raw))
+	if err != nil {
+		panic(err)
+	}
+	return cfg
+}
+
+// setNetwork replaces the network config in etcd.
+func (f *fakeStore) setNetwork(cfg *netconf.Config) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.network = cfg
+}
+
 func (f *fakeStore) setDown(down bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -250,8 +250,6 @@ func TestKeeperUnsupportedBackend(t *testing.T) {
 	if acquires, _ := store.counts(); acquires != 0 {
 		t.Fatalf("acquired %d times for an unsupported backend", acquires)
 	}
-	store.mu.Lock()
-	store.network = hostgw
-	store.mu.Unlock()
+	store.setNetwork(hostgw)
 	r.nextRetrying(t)
 }

@@ -282,9 +282,7 @@ func TestCheckConfigRacesANewLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &syncer{log: discard, state: st, store: leaseDuringConfigRead{store, func() {
-		store.mu.Lock()
-		store.network = wide
-		store.mu.Unlock()
+		store.setNetwork(wide)
 		again := lease.Lease{Subnet: pfx("172.6.21.0/24"), Attrs: own.Attrs}
 		st.setLease(wide, &again, subnetfile.ForLease(wide.Network, again.Subnet, 1500, true))
 	}}}

@@ -142,20 +142,12 @@ func TestStatus(t *testing.T) {
 			wants: []string{"FAIL  etcd", "ok    subnet file", "172.7.22.0/24 via 10.4.7.22 (peers not checked", "iptables rules in place"}},
 		{name: "network config changed in etcd",
 			harm: func(r *statusRig) {
-				cfg, err := netconf.Parse([]byte(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`))
-				if err != nil {
-					panic(err)
-				}
-				r.store.network = cfg
+				r.store.setNetwork(parseNetwork(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`))
 			},
 			wants: []string{"FAIL  subnet file", "network 172.7.0.0/16, but etcd's network config says 172.6.0.0/15"}},
 		{name: "network config changed, node identity unknown",
 			harm: func(r *statusRig) {
-				cfg, err := netconf.Parse([]byte(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`))
-				if err != nil {
-					panic(err)
-				}
-				r.store.network = cfg
+				r.store.setNetwork(parseNetwork(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`))
 				r.deps.Identity = func() (nodelease.Identity, error) { return nodelease.Identity{}, errors.New("no interface eth0") }
 			},
 			wants: []string{"FAIL  node", "FAIL  subnet file", "etcd's network config says 172.6.0.0/15"}},
