@@ -39,11 +39,9 @@ type Port struct {
 
 // Plug creates the veth pair for owner.IfName in the pod namespace podNS
 // with its node end in the caller's namespace, marked as pending. owner
-// must be Markable on the port's bridge.
+// must be Markable on the port's bridge (the plugin refuses others before
+// it changes anything).
 func Plug(podNS ns.NetNS, owner ipam.Attachment, port Port) (*Plugged, error) {
-	if err := Markable(owner, port.Bridge.Attrs().Name); err != nil {
-		return nil, err
-	}
 	p := &Plugged{podNS: podNS, port: port,
 		mark: podMark{owner: owner, addr: netip.IPv4Unspecified(), bridge: port.Bridge.Attrs().Name, hairpin: port.Hairpin}}
 	err := podNS.Do(func(hostNS ns.NetNS) error {
@@ -54,10 +52,22 @@ func Plug(podNS ns.NetNS, owner ipam.Attachment, port Port) (*Plugged, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating veth %s in %s: %w", owner.IfName, podNS.Path(), err)
 	}
-	if err := netlink.LinkSetAlias(p.hostLink(), p.mark.render()); err != nil {
-		return nil, fmt.Errorf("marking %s: %w", p.host.Name, err)
+	if err := p.writeMark(); err != nil {
+		return nil, err
 	}
 	return p, nil
+}
+
+// writeMark sets the node end's alias to the pod's mark.
+func (p *Plugged) writeMark() error {
+	m := p.mark.render()
+	if m == "" {
+		return Markable(p.mark.owner, p.mark.bridge)
+	}
+	if err := netlink.LinkSetAlias(p.hostLink(), m); err != nil {
+		return fmt.Errorf("marking %s: %w", p.host.Name, err)
+	}
+	return nil
 }
 
 func (p *Plugged) hostLink() netlink.Link {
@@ -89,7 +99,7 @@ func (p *Plugged) Wire(addr netip.Addr, result *current.Result) error {
 	}
 	p.mark.addr = addr
 	if err == nil {
-		err = netlink.LinkSetAlias(host, p.mark.render())
+		err = p.writeMark()
 	}
 	if err != nil {
 		return fmt.Errorf("attaching %s to bridge %s: %w", p.host.Name, bridge.Attrs().Name, err)
