@@ -327,20 +327,15 @@ func (d *Daemon) checkIdentity() {
 		return
 	}
 	var err error
-	cur, resolveErr := d.identity()
-	if resolveErr != nil || cur.PublicIP != d.id.PublicIP {
-		held, holdsErr := d.holds(d.id)
-		switch {
-		case held:
-		case resolveErr != nil:
-			err = fmt.Errorf("cannot find it again (%w); peers still route to %s", resolveErr, d.id.PublicIP)
-		case holdsErr != nil:
-			err = fmt.Errorf("%s now has %s (%w), but this daemon advertises %s, where peers route this node's pods; restart the daemon to advertise the new address",
-				cur.Iface, cur.PublicIP, holdsErr, d.id.PublicIP)
-		default:
-			err = fmt.Errorf("%s now has %s, but this daemon advertises %s, where peers route this node's pods; restart the daemon to advertise the new address",
-				cur.Iface, cur.PublicIP, d.id.PublicIP)
+	if held, holdsErr := d.holds(d.id); !held {
+		// Where the node's address went, for the message.
+		now := fmt.Sprintf("%s no longer holds it", d.id.Iface)
+		if cur, resolveErr := d.identity(); resolveErr == nil {
+			now = fmt.Sprintf("%s now has %s", cur.Iface, cur.PublicIP)
+		} else if holdsErr != nil {
+			now = holdsErr.Error()
 		}
+		err = fmt.Errorf("%s, but this daemon advertises %s, where peers route this node's pods; restart the daemon to advertise the node's address", now, d.id.PublicIP)
 	}
 	d.state.setIdentityErr(err)
 	d.lastIdentityErr = d.transition("node address check", d.lastIdentityErr, err, "public_ip", d.id.PublicIP)
