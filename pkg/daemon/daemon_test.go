@@ -334,9 +334,11 @@ func TestDaemonNoticesItsAddressChange(t *testing.T) {
 			defer mu.Unlock()
 			return nodelease.Identity{PublicIP: ip(addr), Iface: "eth0", MTU: 1500}, nil
 		}
+		asked := 0
 		r.d.holds = func(id nodelease.Identity) (bool, error) { // eth0 holds one address
 			mu.Lock()
 			defer mu.Unlock()
+			asked++
 			return id.PublicIP == ip(addr), nil
 		}
 		setAddr := func(a string) { mu.Lock(); addr = a; mu.Unlock() }
@@ -345,11 +347,21 @@ func TestDaemonNoticesItsAddressChange(t *testing.T) {
 
 		setAddr("10.4.7.31")
 		if explicit {
-			for range 3 {
-				r.clock.Advance(r.cfg.RouteResync)
-				if code, body := r.get("/readyz"); code != http.StatusOK {
-					t.Fatalf("with --public-ip: /readyz = %d %q after the interface's address changed, want 200", code, body)
-				}
+			// Three more resyncs (each sets the bridge up again), none of
+			// which asks the interface, and the node stays ready.
+			r.node.mu.Lock()
+			ensured := len(r.node.ensured)
+			r.node.mu.Unlock()
+			eventually(t, "three more resyncs", func() bool {
+				r.node.mu.Lock()
+				defer r.node.mu.Unlock()
+				return len(r.node.ensured) >= ensured+3
+			}, func() { r.clock.Advance(r.cfg.RouteResync) })
+			mu.Lock()
+			n := asked
+			mu.Unlock()
+			if code, body := r.get("/readyz"); code != http.StatusOK || n != 0 {
+				t.Fatalf("with --public-ip: /readyz = %d %q and the interface asked %d times after its address changed, want 200 and none", code, body, n)
 			}
 			r.stop()
 			continue
