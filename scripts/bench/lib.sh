@@ -69,6 +69,14 @@ they cannot be; the floor table at the end of section 1 measures why, in the sam
   API) costs a Go program 2 to 2.5 ms to start, in page faults and package init, before any
   line of weft runs. The ADD work itself (netlink, the IPAM store's fsyncs, Go code) is about
   2 ms.
+- Parallel pods/s: with 20 calls at a time both CPUs stay busy for the whole phase, so pods/s
+  is CPU time per pod (cnitool's own Go start, the plugin's start, the kernel's veth and
+  namespace work), not waiting. A trial build (2026-11-25, not kept) whose DEL set the pod's
+  interface down and left it for later instead of deleting it measured serial DEL 10.8 ms
+  against ref-nomasq's 23.7 (0.46x), but parallel DEL pods/s 0.97x, unchanged: the RCU barrier
+  is time spent waiting, not CPU. Not kept, since the pod's interface would outlive its DEL and
+  only the serial figure moves. Twice ref-nomasq's pods/s would need each pod to cost about
+  half its CPU, less than cnitool and the kernel's part cost on their own.
 The data-plane ratios move by about 0.05 between runs on this shared machine; what bounds them
 is in section 2, where flannel's host-gw data path (reference bridge + host-local pods, static
 routes, flanneld's rules) runs beside weft's on the same segment: the row "weft/flannel host-gw"
