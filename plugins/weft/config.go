@@ -100,13 +100,18 @@ func (c *NetConf) validate() error {
 	return c.Config.Validate()
 }
 
-// validIfName checks an interface name as the kernel would.
+// validIfName checks an interface name as the kernel would, and refuses
+// the control characters the kernel takes but weft's records of a pod (the
+// IPAM store, the veth's mark) do not: such a name would be refused only
+// after the node was set up and the veth made.
 func validIfName(kind, name string) error {
-	if name == "" || len(name) > 15 || strings.ContainsAny(name, "/:\x00 \t\n") || name == "." || name == ".." {
-		return fmt.Errorf("%s %q is not a valid interface name (1-15 characters, no '/', ':' or spaces)", kind, name)
+	if name == "" || len(name) > 15 || strings.ContainsFunc(name, badIfNameRune) || name == "." || name == ".." {
+		return fmt.Errorf("%s %q is not a valid interface name (1-15 characters, no '/', ':', spaces or control characters)", kind, name)
 	}
 	return nil
 }
+
+func badIfNameRune(r rune) bool { return r == '/' || r == ':' || r <= ' ' || r == 0x7f }
 
 // validArgs checks the runtime's CNI_* values that weft uses as names.
 func validArgs(containerID, ifName string) error {

@@ -83,6 +83,11 @@ func TestBadRequests(t *testing.T) {
 	add := env("ADD", "c1", "/proc/self/ns/net", "eth0")
 	deep := strings.Repeat("[", 20000) + strings.Repeat("]", 20000)
 	long := strings.Repeat("a", 10000)
+	// A pod namespace and a config the node can be set up with, with no
+	// etcd to ask: a request that got through would build the bridge and
+	// rules in the sandbox before anything refused it.
+	pod := clitest.ForeignNetns(t)
+	fileConf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":%q,"ipam":{"dataDir":%q}}`, st.SubnetFile, st.DataDir)
 	tests := []struct {
 		name  string
 		env   map[string]string
@@ -138,6 +143,10 @@ func TestBadRequests(t *testing.T) {
 		{"container id .", env("ADD", ".", "/proc/self/ns/net", "eth0"), goodConf, 4},
 		{"ifname with colon", env("ADD", "c1", "/proc/self/ns/net", "eth0:1"), goodConf, 4},
 		{"ifname with space", env("ADD", "c1", "/proc/self/ns/net", "eth 0"), goodConf, 4},
+		// The kernel takes control characters in a name; weft's records
+		// (the IPAM store, the veth's mark) do not.
+		{"ifname with control character", env("ADD", "c1", pod, "e\x01"), fileConf, 4},
+		{"ifname with DEL character", env("ADD", "c1", pod, "e\x7f"), fileConf, 4},
 		{"netns is a directory", env("ADD", "c1", "/tmp", "eth0"), goodConf, 4},
 		{"netns is a relative path", env("ADD", "c1", "netns/pod", "eth0"), goodConf, 4},
 		{"netns is a mount namespace", env("ADD", "c1", "/proc/self/ns/mnt", "eth0"), goodConf, 4},
