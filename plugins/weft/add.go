@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -41,6 +42,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := validArgs(args.ContainerID, args.IfName); err != nil {
 		return err
 	}
+	prev, err := ipamcni.PrevResult(&conf.NetConf) // weft after another plugin
+	if err != nil {
+		return err
+	}
 	if err := podnet.Markable(attachment(args), conf.Bridge); err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
 	}
@@ -59,7 +64,29 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return cnierr.Classify(err)
 	}
-	return types.PrintResult(result, conf.CNIVersion)
+	return types.PrintResult(chained(prev, result), conf.CNIVersion)
+}
+
+// chained is result added to prev, the result of the plugins before weft in
+// a chain, which ADD must output with its own changes (the spec): prev's
+// interfaces, addresses and routes first, result's address indexes moved
+// past prev's interfaces, and prev's DNS unless weft has its own.
+func chained(prev, result *current.Result) *current.Result {
+	if prev == nil {
+		return result
+	}
+	for _, ipc := range result.IPs {
+		if ipc.Interface != nil {
+			ipc.Interface = current.Int(*ipc.Interface + len(prev.Interfaces))
+		}
+	}
+	result.Interfaces = append(slices.Clone(prev.Interfaces), result.Interfaces...)
+	result.IPs = append(slices.Clone(prev.IPs), result.IPs...)
+	result.Routes = append(slices.Clone(prev.Routes), result.Routes...)
+	if result.DNS.IsEmpty() {
+		result.DNS = prev.DNS
+	}
+	return result
 }
 
 // openPodNS opens the pod's namespace and refuses one where ifName exists

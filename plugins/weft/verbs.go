@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -43,6 +44,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	if prev, err = own(prev, args.IfName); err != nil {
+		return cnierr.Classify(err)
+	}
 	podNS, err := ns.GetNS(args.Netns)
 	if err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_NETNS %q is not a usable network namespace", args.Netns), err.Error())
@@ -57,6 +61,33 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return cnierr.Classify(invoke.DelegateCheck(ctx, conf.IPAM.Type, args.StdinData, nil))
 	}
 	return cnierr.Classify(conf.ipamConf.Check(ctx, attachment(args), ipamcni.FirstIPv4(prev)))
+}
+
+// own is the part of a chain's result that weft's ADD made for the pod
+// interface ifName: its addresses (and those that name no interface, as
+// results before 0.3.0 do), and the routes. Another plugin's interface and
+// addresses, which weft's ADD passed on, are not weft's to check; a result
+// that lists interfaces but not ifName in a pod is not weft's at all.
+func own(prev *current.Result, ifName string) (*current.Result, error) {
+	if len(prev.Interfaces) == 0 {
+		return prev, nil
+	}
+	mine := func(i int) bool {
+		return i >= 0 && i < len(prev.Interfaces) && prev.Interfaces[i].Name == ifName && prev.Interfaces[i].Sandbox != ""
+	}
+	if !slices.ContainsFunc(prev.Interfaces, func(iface *current.Interface) bool {
+		return iface.Name == ifName && iface.Sandbox != ""
+	}) {
+		return nil, fmt.Errorf("prevResult lists no pod interface %s", ifName)
+	}
+	out := *prev
+	out.IPs = nil
+	for _, ipc := range prev.IPs {
+		if ipc.Interface == nil || mine(*ipc.Interface) {
+			out.IPs = append(out.IPs, ipc)
+		}
+	}
+	return &out, nil
 }
 
 func prevResult(conf *NetConf) (*current.Result, error) {
