@@ -180,7 +180,9 @@ func parseBackend(raw *rawBackend) (Backend, error) {
 		if raw.VNI != nil {
 			b.VNI = *raw.VNI
 		}
-		if raw.Port != nil {
+		// Port 0 is flanneld's default too: it leaves the port to the
+		// kernel, whose vxlan default is 8472.
+		if raw.Port != nil && *raw.Port != 0 {
 			b.Port = *raw.Port
 		}
 		if b.VNI < 0 || b.VNI > MaxVNI {

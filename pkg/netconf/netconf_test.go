@@ -29,6 +29,8 @@ func TestParseDefaults(t *testing.T) {
 		{"IPv6Network alone", `{"Network": "172.7.0.0/16", "IPv6Network": "fc00::/48", "IPv6SubnetLen": 64}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw", Defaulted: true}},
 		{"vxlan largest VNI", `{"Network": "172.7.0.0/16", "Backend": {"Type": "vxlan", "VNI": 16777215}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 16777215, Port: 8472}},
 		{"vxlan explicit", `{"Network": "172.7.0.0/16", "Backend": {"Type": "VXLAN", "VNI": 4, "Port": 4789, "MTU": 1400, "DirectRouting": true}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 4, Port: 4789, MTU: 1400, DirectRouting: true}},
+		// flanneld hands Port 0 to the kernel, which then uses its default, 8472.
+		{"vxlan port 0 is the default", `{"Network": "172.7.0.0/16", "Backend": {"Type": "vxlan", "Port": 0}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 1, Port: 8472}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,7 +80,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad vni", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": 16777216}}`, "VNI"},
 		{"vni beyond 24 bits", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": 16777216}}`, "Backend.VNI 16777216 out of range 0..16777215"},
 		{"negative vni", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "VNI": -1}}`, "out of range 0..16777215"},
-		{"bad port", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "Port": 0}}`, "Port"},
+		{"bad port", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "Port": 65536}}`, "Port"},
+		{"negative port", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "Port": -1}}`, "Backend.Port -1 out of range"},
 		{"bad mtu", `{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "MTU": 100}}`, "MTU"},
 	}
 	for _, tt := range tests {
