@@ -147,6 +147,8 @@ func TestBadRequests(t *testing.T) {
 		// (the IPAM store, the veth's mark) do not.
 		{"ifname with control character", env("ADD", "c1", pod, "e\x01"), fileConf, 4},
 		{"ifname with DEL character", env("ADD", "c1", pod, "e\x7f"), fileConf, 4},
+		// A chain's prevResult is decoded before the node is touched.
+		{"ADD with garbage prevResult", env("ADD", "c1", pod, "eth0"), strings.Replace(fileConf, `"type":"weft",`, `"type":"weft","prevResult":{"ips":"nope"},`, 1), 6},
 		{"netns is a directory", env("ADD", "c1", "/tmp", "eth0"), goodConf, 4},
 		{"netns is a relative path", env("ADD", "c1", "netns/pod", "eth0"), goodConf, 4},
 		{"netns is a mount namespace", env("ADD", "c1", "/proc/self/ns/mnt", "eth0"), goodConf, 4},
