@@ -149,7 +149,8 @@ func (c *Config) setNetwork(raw rawConfig) error {
 	return nil
 }
 
-// bound parses SubnetMin or SubnetMax, defaulting to def.
+// bound parses SubnetMin or SubnetMax, defaulting to def when it is unset:
+// empty, or 0.0.0.0 as flannel reads it (the zero value of its config).
 func (c *Config) bound(name, value string, def subnetAddr) (netip.Addr, error) {
 	if value == "" {
 		return def.addr, nil
@@ -157,6 +158,9 @@ func (c *Config) bound(name, value string, def subnetAddr) (netip.Addr, error) {
 	addr, err := netip.ParseAddr(value)
 	if err != nil || !addr.Is4() {
 		return netip.Addr{}, fmt.Errorf("%s %q is not an IPv4 address", name, value)
+	}
+	if addr.IsUnspecified() {
+		return def.addr, nil
 	}
 	if !c.Network.Contains(addr) {
 		return netip.Addr{}, fmt.Errorf("%s %s is not in the range of the Network %s", name, addr, c.Network)
