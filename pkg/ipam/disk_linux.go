@@ -37,7 +37,8 @@ const (
 //	dataDir/            created 0700 if missing
 //	  <network>/        created 0700; opened once with O_NOFOLLOW, and every
 //	                    file below is reached relative to that descriptor
-//	    lock            flock(2)ed for every operation, opened O_NOFOLLOW
+//	    lock            flock(2)ed for every operation, opened O_NOFOLLOW and
+//	                    read-only
 //	    state           the whole State, one compact text file (state.go)
 //	    state.tmp       the next state while it is being written
 //
@@ -84,7 +85,10 @@ func OpenDiskStore(dataDir, network string) (*DiskStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening ipam network directory %s: %w", dir, refusedLink(err))
 	}
-	lockFD, err := openRegular(dirFD, lockName, unix.O_RDWR|unix.O_CREAT, 0o600)
+	// Read-only: flock needs no write access, and a store on a file system
+	// gone read-only still serves what changes nothing (DEL of an unknown
+	// attachment, CHECK, a repeated ADD).
+	lockFD, err := openRegular(dirFD, lockName, unix.O_RDONLY|unix.O_CREAT, 0o600)
 	if err != nil {
 		unix.Close(dirFD)
 		return nil, fmt.Errorf("opening ipam lock file %s: %w", filepath.Join(dir, lockName), err)

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const testNetwork = "weft-test"
@@ -272,4 +274,82 @@ func TestDiskStoreCloseReleasesLock(t *testing.T) {
 		t.Fatalf("Lock after holder closed: %v", err)
 	}
 	other.Unlock()
+}
+
+// TestDiskStoreReadOnly: a store whose files cannot be written (its file
+// system remounted read-only after an I/O error, say) still serves what
+// needs no write: DEL of an attachment it does not hold succeeds, CHECK and
+// a repeated ADD find the address held. A change fails and leaves the state
+// as it was.
+func TestDiskStoreReadOnly(t *testing.T) {
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	held := mustAllocate(t, NewPool(openStore(t, dataDir), subnet24), podA)
+	dir := filepath.Join(dataDir, testNetwork)
+	readOnly(t, filepath.Join(dir, lockName), dir)
+
+	p := NewPool(openStore(t, dataDir), subnet24)
+	if err := p.Release(ctx, podB); err != nil {
+		t.Errorf("DEL of an attachment the store does not hold: %v", err)
+	}
+	if ip, ok, err := p.Lookup(ctx, podA); err != nil || !ok || ip != held {
+		t.Errorf("CHECK: Lookup = %s, %t, %v; want %s", ip, ok, err, held)
+	}
+	if ip, err := p.Allocate(ctx, podA); err != nil || ip != held {
+		t.Errorf("repeated ADD: Allocate = %s, %v; want %s", ip, err, held)
+	}
+	if err := p.Release(ctx, podA); err == nil {
+		t.Error("DEL of a held address succeeded on a store that cannot be written")
+	}
+	if ip, ok, err := p.Lookup(ctx, podA); err != nil || !ok || ip != held {
+		t.Errorf("after the failed DEL: Lookup = %s, %t, %v; want %s still held", ip, ok, err, held)
+	}
+}
+
+// readOnly makes paths unwritable for this process until the test ends: the
+// immutable attribute, which binds root too, or, where the file system or
+// the process cannot set it, permissions (which bind everyone but root).
+func readOnly(t *testing.T, paths ...string) {
+	t.Helper()
+	for _, path := range paths {
+		if err := setImmutable(path, true); err == nil {
+			t.Cleanup(func() {
+				if err := setImmutable(path, false); err != nil {
+					t.Errorf("clearing the immutable attribute of %s: %v", path, err)
+				}
+			})
+			continue
+		} else if os.Geteuid() == 0 {
+			t.Skipf("cannot make %s read-only for root: %v", path, err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, fi.Mode().Perm()&0o555); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod(path, fi.Mode().Perm()) })
+	}
+}
+
+// fsImmutableFL is FS_IMMUTABLE_FL of linux/fs.h, which x/sys/unix lacks.
+const fsImmutableFL = 0x10
+
+func setImmutable(path string, on bool) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	flags, err := unix.IoctlGetInt(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		return err
+	}
+	if on {
+		flags |= fsImmutableFL
+	} else {
+		flags &^= fsImmutableFL
+	}
+	return unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, flags)
 }
