@@ -143,6 +143,9 @@ func TestBadRequests(t *testing.T) {
 		{"empty etcd endpoint", add, s.conf(`"etcdEndpoints":[""]`), badConf},
 		{"GC with relative dataDir", env("GC", "", "", ""), s.conf(`"ipam":{"dataDir":"x"}`), badConf},
 		{"STATUS with no name", env("STATUS", "", "", ""), `{"cniVersion":"1.1.0","type":"weft-ipam"}`, badConf},
+		// A node whose daemon has not written the subnet file yet, with no
+		// etcd to ask: the runtime should retry, not give up on the config.
+		{"ADD before the subnet file exists", add, fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft-ipam","subnetFile":%q,"dataDir":%q}`, s.Dir+"/no-such/subnet.env", s.DataDir), 11},
 		// prevResult that does not match the store.
 		{"CHECK prevResult names another address", env("CHECK", "keep", s.netns, "eth0"), prev("172.7.21.77"), other},
 		{"CHECK of an unknown attachment", env("CHECK", "nobody", s.netns, "eth0"), prev("172.7.21.2"), other},

@@ -23,7 +23,8 @@ func Code(code uint, err error) *types.Error {
 
 // Classify maps err to a CNI error: codes already chosen are kept, config
 // problems (a bad network name too) are 7, unsafe CNI_* names or a CNI_NETNS
-// that is not a pod's 4, etcd outages and timeouts 11, the rest 999.
+// that is not a pod's 4, etcd outages, timeouts and a subnet file not written
+// yet 11, the rest 999.
 //
 // A joined error (a failure and the error of its rollback) takes the code of
 // the first and keeps every message; a *types.Error wrapped with context
@@ -51,9 +52,11 @@ func Classify(err error) error {
 		return Code(types.ErrInvalidNetworkConfig, err)
 	case errors.Is(err, ipam.ErrInvalidName), errors.Is(err, podnet.ErrNotPodNS):
 		return Code(types.ErrInvalidEnvironmentVariables, err)
-	case errors.Is(err, nodelease.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		// etcd away, or the call's time up waiting for a node or store
-		// lock held by concurrent calls: retrying later may pass.
+	case errors.Is(err, nodelease.ErrUnavailable), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, nodelease.ErrNoSubnetFile):
+		// etcd away, the call's time up waiting for a node or store lock
+		// held by concurrent calls, or a daemon that has not written the
+		// subnet file yet: retrying later may pass.
 		return Code(types.ErrTryAgainLater, err)
 	default:
 		return Code(types.ErrInternal, err)

@@ -26,7 +26,7 @@ func (c *Config) Subnet(ctx context.Context, log *slog.Logger) (*subnetfile.File
 		return file, err
 	}
 	if len(c.EtcdEndpoints) == 0 {
-		return nil, fmt.Errorf("%w: no subnet file at %s and no etcdEndpoints to get a lease from", nodelease.ErrConfig, c.SubnetFile)
+		return nil, nodelease.NoSubnetFile(c.SubnetFile)
 	}
 	id, err := nodelease.ResolveIdentity(&c.Config)
 	if err != nil {

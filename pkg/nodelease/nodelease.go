@@ -30,6 +30,17 @@ const (
 // the plugin maps it to CNI's "try again later".
 var ErrUnavailable = errors.New("etcd unavailable")
 
+// ErrNoSubnetFile marks a node with no subnet file and no etcd to get a lease
+// from: its daemon has not written the file yet (or is not running), so the
+// plugin maps it to CNI's "try again later" rather than a config error.
+var ErrNoSubnetFile = errors.New("no subnet file yet")
+
+// NoSubnetFile is the error of a call that found no subnet file at path and
+// has no etcdEndpoints to get a lease from.
+func NoSubnetFile(path string) error {
+	return fmt.Errorf("%w at %s (weft daemon writes it once it holds the node's lease; is it running?) and no etcdEndpoints to get a lease from", ErrNoSubnetFile, path)
+}
+
 // Current returns the subnet file, the fast path of every ADD: no etcd round
 // trip. A missing file gives an error for which errors.Is(err, fs.ErrNotExist).
 func Current(c *Config) (*subnetfile.File, error) {

@@ -225,7 +225,7 @@ func firstUse(ctx context.Context, conf *NetConf, file *subnetfile.File) (*subne
 		file, peers, complete = st.File, st.Peers, st.Degraded == nil
 		overlay = vxlanOverlay(st, id, complete)
 	} else if file == nil {
-		return nil, nil, fmt.Errorf("%w: no subnet file at %s and no etcdEndpoints to get a lease from", nodelease.ErrConfig, conf.SubnetFile)
+		return nil, nil, nodelease.NoSubnetFile(conf.SubnetFile)
 	}
 	ipt, err := iptables.New()
 	if err != nil {

@@ -120,6 +120,9 @@ func TestBadRequests(t *testing.T) {
 		{"check without prevResult", env("CHECK", "c1", "/proc/self/ns/net", "eth0"), goodConf, 7},
 		{"check with garbage prevResult", env("CHECK", "c1", "/proc/self/ns/net", "eth0"), `{"cniVersion":"1.1.0","name":"weft","type":"weft","prevResult":{"ips":"nope"}}`, 6},
 		{"status without lease or etcd", env("STATUS", "", "", ""), noLeaseConf, 50},
+		// A node whose daemon has not written the subnet file yet: the
+		// runtime should retry, not give up on the config.
+		{"ADD before the subnet file exists", env("ADD", "c1", pod, "eth0"), noLeaseConf, 11},
 		// Malformed input and wrong types.
 		{"empty stdin", add, "", 6},
 		{"json array", add, `[1,2,3]`, 6},
