@@ -69,6 +69,26 @@ func (s *Store) Acquire(ctx context.Context, cfg *netconf.Config, attrs Attrs, o
 		cfg.Network, attrs.PublicIP, attempts, ErrConflict)
 }
 
+// Acquirable reports, writing nothing, whether Acquire would give the node
+// with publicIP a lease in cfg now: it holds one that fits, or a subnet is
+// free, counted as Acquire counts (keys that do not decode and keys of
+// another length hold theirs; the node's own keys that cfg does not allow,
+// which Acquire deletes, hold nothing). A full network gives an error
+// wrapping ErrNoFreeSubnet.
+func (s *Store) Acquirable(ctx context.Context, cfg *netconf.Config, publicIP netip.Addr) error {
+	listed, err := s.listAll(ctx)
+	if err != nil {
+		return fmt.Errorf("checking for a free subnet: %w", err)
+	}
+	if Own(listed.leases, publicIP, cfg) != nil {
+		return nil
+	}
+	others := slices.DeleteFunc(listed.leases, func(l Lease) bool { return l.Attrs.PublicIP == publicIP })
+	a := &acquisition{s: s, cfg: cfg, attrs: Attrs{PublicIP: publicIP}}
+	_, err = a.pick(others, listed.unreadable)
+	return err
+}
+
 // acquisition is the state of one Acquire call.
 type acquisition struct {
 	s     *Store

@@ -408,3 +408,39 @@ func TestAcquireUnreadableKeyIsHeld(t *testing.T) {
 		t.Fatalf("the unreadable key was changed: %v, %v", resp, err)
 	}
 }
+
+// TestAcquirableAgreesWithAcquire: the dry run STATUS relies on counts held
+// subnets as Acquire does: a key that does not decode and another node's key
+// of another length hold theirs, and the node's own key outside the network
+// (which Acquire deletes) is not a lease it can use.
+func TestAcquirableAgreesWithAcquire(t *testing.T) {
+	s, ctx := newStore(t), testCtx(t)
+	cfg := putConfig(t, s, threeSubnets)
+	for p, v := range map[string]string{
+		"10.10.1.0/24": `{"PublicIP":"10.4.7.99",`,                         // unreadable
+		"10.10.2.0/25": `{"PublicIP":"10.4.7.22","BackendType":"host-gw"}`, // another length
+		"10.99.0.0/24": `{"PublicIP":"10.4.7.21","BackendType":"host-gw"}`, // node21's, outside the network
+	} {
+		if _, err := s.cli.Put(ctx, SubnetKey(s.Prefix(), netip.MustParsePrefix(p)), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Acquirable(ctx, cfg, netip.MustParseAddr("10.4.7.21")); err != nil {
+		t.Fatalf("Acquirable with 10.10.3.0/24 free = %v, want nil", err)
+	}
+	if _, err := s.Acquire(ctx, cfg, hostGW("10.4.7.23"), AcquireOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []string{"10.4.7.21", "10.4.7.24"} {
+		err := s.Acquirable(ctx, cfg, netip.MustParseAddr(ip))
+		if !errors.Is(err, ErrNoFreeSubnet) {
+			t.Errorf("Acquirable(%s) with every subnet held = %v, want ErrNoFreeSubnet", ip, err)
+		}
+		if _, aerr := s.Acquire(ctx, cfg, hostGW(ip), AcquireOptions{}); !errors.Is(aerr, ErrNoFreeSubnet) {
+			t.Errorf("Acquire(%s) = %v, want ErrNoFreeSubnet as Acquirable said", ip, aerr)
+		}
+	}
+	if err := s.Acquirable(ctx, cfg, netip.MustParseAddr("10.4.7.23")); err != nil {
+		t.Errorf("Acquirable for the node holding 10.10.3.0/24 = %v, want nil", err)
+	}
+}

@@ -235,21 +235,8 @@ func Available(ctx context.Context, c *Config) error {
 	if err != nil {
 		return classify(ctx, fmt.Errorf("reading network config: %w", err))
 	}
-	leases, _, err := store.ListWithoutExpiry(ctx)
-	if err != nil {
-		return classify(ctx, fmt.Errorf("listing leases: %w", err))
-	}
-	held := 0
-	for _, l := range leases {
-		if l.Attrs.PublicIP == id.PublicIP {
-			return nil
-		}
-		if network.Contains(l.Subnet) {
-			held++
-		}
-	}
-	if held >= network.Count() {
-		return fmt.Errorf("%w: all %d subnets of %s are held", lease.ErrNoFreeSubnet, held, network.Network)
+	if err := store.Acquirable(ctx, network, id.PublicIP); err != nil {
+		return classify(ctx, err)
 	}
 	return nil
 }
