@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -312,7 +313,24 @@ func unwire(ctx context.Context, conf *NetConf, args *skel.CmdArgs) error {
 	if err := podnet.Detach(args.Netns, args.IfName); err != nil {
 		return fmt.Errorf("%w (its address stays allocated until the interface is gone)", err)
 	}
-	return release(ctx, conf, args)
+	err := release(ctx, conf, args)
+	if err != nil && conf.ipamConf != nil && storeUnwritable(err) {
+		// The pod is off the node. Failing would keep the runtime from
+		// removing the sandbox (and its disk) for as long as the disk is
+		// full; the address stays allocated, never handed out twice, and
+		// no interface carries it now, so GC and a full subnet's reclaim
+		// free it once the store can be written again.
+		log.Warn("DEL: the pod's interface is removed but the IPAM store cannot be written, so its address stays allocated until GC or a full subnet frees it",
+			"container_id", args.ContainerID, "ifname", args.IfName, "error", err)
+		return nil
+	}
+	return err
+}
+
+// storeUnwritable tells errors of a file system that takes no writes: full,
+// over quota or read-only.
+func storeUnwritable(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS)
 }
 
 // release frees the pod's address; unknown attachments succeed.
