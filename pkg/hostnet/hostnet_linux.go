@@ -165,7 +165,17 @@ func EnsureBridge(name string, file *subnetfile.File, mtu int) (netlink.Link, er
 // adds it only when the address is added, and without it traffic from
 // other nodes and from the node itself to its pods leaves by the default
 // route.
+//
+// It also removes weft's own routes (route.Protocol) inside the subnet: a
+// route to a peer that held this subnet, or part of it, before this node
+// leased it (the node's address or the network config changed, the daemon
+// down when the peer left). The kernel appends the connected route behind
+// such a route, so it would win and send the node's own pods' traffic to
+// the old holder; route.Reconcile never lists the node's own subnet.
 func ensureSubnetRoute(link netlink.Link, gw netip.Prefix) error {
+	if err := dropPeerRoutesInside(gw.Masked()); err != nil {
+		return err
+	}
 	dst := &net.IPNet{IP: gw.Masked().Addr().AsSlice(), Mask: net.CIDRMask(gw.Bits(), 32)}
 	filter := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Table: unix.RT_TABLE_MAIN}
 	routes, err := nldump.Routes(netlink.FAMILY_V4, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
@@ -179,6 +189,20 @@ func ensureSubnetRoute(link netlink.Link, gw netip.Prefix) error {
 		Scope: netlink.SCOPE_LINK, Protocol: unix.RTPROT_KERNEL, Table: unix.RT_TABLE_MAIN})
 	if err != nil {
 		return fmt.Errorf("restoring the route to %s on %s: %w", dst, link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// dropPeerRoutesInside deletes weft's routes to subnet or to a part of it.
+func dropPeerRoutesInside(subnet netip.Prefix) error {
+	stale, err := route.Netlink{}.List(subnet)
+	if err != nil {
+		return fmt.Errorf("listing weft's routes inside %s: %w", subnet, err)
+	}
+	for _, r := range stale {
+		if err := (route.Netlink{}).Delete(r); err != nil {
+			return fmt.Errorf("removing stale route %s inside the node's subnet: %w", r, err)
+		}
 	}
 	return nil
 }
