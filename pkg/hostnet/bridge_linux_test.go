@@ -3,6 +3,7 @@ package hostnet
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -91,6 +92,42 @@ func TestEnsureBridgeDropsPeerRoutesToOwnSubnet(t *testing.T) {
 			if dev := routeDev(t, "172.7.22.70"); dev != "up0" {
 				t.Errorf("operator's route to 172.7.22.64/26 gone: 172.7.22.70 leaves by %s", dev)
 			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEnsureBridgeReplacesOldAddresses: a bridge left with the addresses of
+// an older lease, a primary and secondaries in one subnet, gets the new
+// gateway in one call. Removing the primary takes the kernel's secondaries
+// with it (promote_secondaries off), so they must not then fail to go.
+func TestEnsureBridgeReplacesOldAddresses(t *testing.T) {
+	node := nstest.New(t, "a bridge")
+	old := subnetfile.ForLease(netip.MustParsePrefix("172.7.0.0/16"), netip.MustParsePrefix("172.7.21.0/24"), 1500, true)
+	file := subnetfile.ForLease(netip.MustParsePrefix("172.7.0.0/16"), netip.MustParsePrefix("172.7.22.0/24"), 1500, true)
+	err := node.Do(func(ns.NetNS) error {
+		link, err := EnsureBridge("weft0", old, 1500)
+		if err != nil {
+			return err
+		}
+		for _, a := range []string{"172.7.21.9/24", "172.7.21.10/24"} {
+			addr, _ := netlink.ParseAddr(a)
+			if err := netlink.AddrAdd(link, addr); err != nil {
+				return err
+			}
+		}
+		if _, err := EnsureBridge("weft0", file, 1500); err != nil {
+			t.Fatalf("EnsureBridge for the new lease: %v", err)
+		}
+		st, err := Inspect("weft0")
+		if err != nil {
+			return err
+		}
+		if want := []netip.Prefix{netip.MustParsePrefix("172.7.22.1/24")}; !slices.Equal(st.Addrs, want) {
+			t.Errorf("addresses = %v, want %v", st.Addrs, want)
 		}
 		return nil
 	})

@@ -215,7 +215,9 @@ func setGateway(link netlink.Link, gw netip.Prefix) error {
 	want := &net.IPNet{IP: gw.Addr().AsSlice(), Mask: net.CIDRMask(gw.Bits(), 32)}
 	for _, a := range addrs {
 		if a.IPNet.String() != want.String() {
-			if err := netlink.AddrDel(link, &a); err != nil {
+			// EADDRNOTAVAIL: a secondary the kernel removed with its
+			// primary a moment ago.
+			if err := netlink.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 				return fmt.Errorf("removing stale address %s from %s: %w", a.IPNet, link.Attrs().Name, err)
 			}
 		}
