@@ -32,8 +32,12 @@ func Apply(n Node, leases []lease.Lease, prune bool) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("%w: underlay %q: %w", ErrDevice, n.Underlay, err)
 	}
+	local, err := vtepAddr(under, n.PublicIP)
+	if err != nil {
+		return State{}, fmt.Errorf("%w: %w", ErrDevice, err)
+	}
 	dev := Device{VNI: n.Backend.VNI, Port: n.Backend.Port, MAC: MAC(n.PublicIP, n.Backend.VNI),
-		Underlay: under.Attrs().Index, Local: n.PublicIP, MTU: MTU(n.Backend, under.Attrs().MTU)}
+		Underlay: under.Attrs().Index, Local: local, MTU: MTU(n.Backend, under.Attrs().MTU)}
 	link, err := dev.Ensure(n.Subnet.Masked().Addr())
 	if err != nil {
 		return State{}, fmt.Errorf("%w: %w", ErrDevice, err)
@@ -44,6 +48,36 @@ func Apply(n Node, leases []lease.Lease, prune bool) (State, error) {
 	}
 	_, err = Reconcile(Netlink{LinkIndex: link.Attrs().Index}, desired, prune)
 	return desired, err
+}
+
+// vtepAddr is the address the vxlan device sends from: the public IP when
+// the underlay holds it, else the underlay's first IPv4 address, as
+// flanneld's (its IfaceAddr; the lease advertises ExtAddr). A --public-ip
+// that NAT maps to the node is not on the node, and the kernel cannot send
+// from an address the node does not hold: every packet would be dropped.
+func vtepAddr(under netlink.Link, publicIP netip.Addr) (netip.Addr, error) {
+	name := under.Attrs().Name
+	addrs, err := nldump.Addrs(under, netlink.FAMILY_V4)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("listing addresses of underlay %s: %w", name, err)
+	}
+	var first netip.Addr
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok || !ip.IsGlobalUnicast() {
+			continue
+		}
+		if ip == publicIP.Unmap() {
+			return ip, nil
+		}
+		if !first.IsValid() {
+			first = ip
+		}
+	}
+	if !first.IsValid() {
+		return netip.Addr{}, fmt.Errorf("underlay %s holds no IPv4 address to send vxlan from", name)
+	}
+	return first, nil
 }
 
 // Planned is the state Apply would program, read without changing

@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weft-cni/weft/internal/nstest"
+	"github.com/weft-cni/weft/pkg/netconf"
 )
 
 // flanneld's flannel.1 holds VNI 1 on port 8472 and the kernel allows one
@@ -37,5 +38,73 @@ func TestDeviceNamesTheVNIsHolder(t *testing.T) {
 	}
 	if alone != nil {
 		t.Errorf("Ensure once flannel.1 is gone: %v", alone)
+	}
+}
+
+// underlay gives the namespace a link "up0" holding addrs, in order.
+func underlay(t *testing.T, addrs ...string) {
+	t.Helper()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0"}, PeerName: "up1"}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	link, err := netlink.LinkByName("up0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range addrs {
+		a, err := netlink.ParseAddr(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.AddrAdd(link, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The VTEP's local address must be one the node holds: the kernel cannot
+// send from any other (the device counts a TX error per packet and peers
+// get nothing). With --public-ip an address NAT maps to the node, the
+// lease advertises it but the device sends from the underlay's own address,
+// as flanneld's does (its IfaceAddr, not ExtAddr); when the underlay holds
+// the public IP, that one is used even if it is not the first.
+func TestApplyVTEPSendsFromAnAddressTheNodeHolds(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		addrs    []string
+		publicIP string
+		want     string
+	}{
+		{"public IP behind NAT", []string{"10.4.7.21/24"}, "203.0.113.21", "10.4.7.21"},
+		{"public IP on the underlay", []string{"10.4.7.5/24", "10.4.7.21/24"}, "10.4.7.21", "10.4.7.21"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			netns := nstest.New(t, "creates a vxlan device")
+			var local string
+			err := netns.Do(func(ns.NetNS) error {
+				underlay(t, tc.addrs...)
+				n := Node{Backend: netconf.Backend{Type: netconf.BackendVXLAN, VNI: 1, Port: 8472},
+					Subnet: netip.MustParsePrefix("172.7.21.0/24"), PublicIP: netip.MustParseAddr(tc.publicIP), Underlay: "up0"}
+				if _, err := Apply(n, nil, true); err != nil {
+					return err
+				}
+				link, err := netlink.LinkByName(DeviceName(1))
+				if err != nil {
+					return err
+				}
+				local = link.(*netlink.Vxlan).SrcAddr.String()
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if local != tc.want {
+				t.Errorf("weft.1 sends from %s, want %s (an address the node holds)", local, tc.want)
+			}
+		})
 	}
 }
