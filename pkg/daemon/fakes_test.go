@@ -337,3 +337,28 @@ func (f *fakeStore) Watch(ctx context.Context, from int64, fn func([]lease.Event
 		}
 	}
 }
+
+// revision is the store's current revision.
+func (f *fakeStore) revision() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rev
+}
+
+// tryRenew sends a keep-alive response on id's stream only if the keeper
+// is waiting for one right now; false otherwise (never blocks, never sends
+// on a stream being closed).
+func (f *fakeStore) tryRenew(id clientv3.LeaseID, exp time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch, ok := f.kas[id]
+	if !ok {
+		return false
+	}
+	select {
+	case ch <- exp:
+		return true
+	default:
+		return false
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -39,8 +40,11 @@ type keeper struct {
 	preferNetwork netip.Prefix
 
 	// lost is signalled when the node's key vanished or was rewritten by
-	// someone else while its etcd lease lives on.
-	lost chan struct{}
+	// someone else while its etcd lease lives on; lostRev is the latest
+	// etcd revision at which that was seen.
+	lost    chan struct{}
+	lostMu  sync.Mutex
+	lostRev int64
 	// onLease is called with each lease acquired, onRenew with each new
 	// expiry; both on the keeper's goroutine.
 	onLease func(*netconf.Config, *lease.Lease)
@@ -57,12 +61,27 @@ func (k *keeper) lostLease() {
 	}
 }
 
-// signalLost tells the keeper to acquire again; it never blocks.
-func (k *keeper) signalLost() {
+// signalLost tells the keeper that at etcd revision rev its key was seen
+// gone or held by another node, so that it acquires again; it never blocks.
+func (k *keeper) signalLost(rev int64) {
+	k.lostMu.Lock()
+	k.lostRev = max(k.lostRev, rev)
+	k.lostMu.Unlock()
 	select {
 	case k.lost <- struct{}{}:
 	default:
 	}
+}
+
+// lostNow reports whether a loss signalled is about own: seen at or after
+// the revision own was written or listed at. An older one is about a
+// lease the keeper gave up already (its keep-alive ended, and the watch
+// reported the key's deletion while the keeper acquired again); acting on
+// it would drop the lease just acquired.
+func (k *keeper) lostNow(own *lease.Lease) bool {
+	k.lostMu.Lock()
+	defer k.lostMu.Unlock()
+	return k.lostRev >= own.ModRevision
 }
 
 func (k *keeper) run(ctx context.Context) {
@@ -136,13 +155,19 @@ func supported(network *netconf.Config) error {
 // keep-alive could not even start.
 func (k *keeper) hold(ctx context.Context, own *lease.Lease) bool {
 	if own.Reservation() {
-		select {
-		case <-ctx.Done():
-		case <-k.lost:
-			k.log.Warn("the node's reserved subnet key vanished or changed in etcd; acquiring again", "subnet", own.Subnet)
-			k.lostLease()
+		for {
+			select {
+			case <-ctx.Done():
+				return true
+			case <-k.lost:
+				if !k.lostNow(own) {
+					continue
+				}
+				k.log.Warn("the node's reserved subnet key vanished or changed in etcd; acquiring again", "subnet", own.Subnet)
+				k.lostLease()
+				return true
+			}
 		}
-		return true
 	}
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -157,6 +182,9 @@ func (k *keeper) hold(ctx context.Context, own *lease.Lease) bool {
 		case <-ctx.Done():
 			return true
 		case <-k.lost:
+			if !k.lostNow(own) {
+				continue
+			}
 			k.log.Warn("the node's subnet key vanished or changed in etcd; acquiring again", "subnet", own.Subnet)
 			k.lostLease()
 			return true

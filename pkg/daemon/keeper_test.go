@@ -170,8 +170,8 @@ func TestKeeperLostKey(t *testing.T) {
 	store := newFakeStore(t, "172.7.0.0/16")
 	r := startKeeper(t, store, netip.Prefix{})
 	first := r.next(t)
-	store.del(first.Subnet) // an operator deletes the key; the etcd lease lives on
-	r.k.signalLost()        // as the syncer does when it sees the deletion
+	store.del(first.Subnet)          // an operator deletes the key; the etcd lease lives on
+	r.k.signalLost(store.revision()) // as the syncer does when it sees the deletion
 	second := r.next(t)
 	if second.Subnet != first.Subnet {
 		t.Errorf("re-acquired %v, want %v", second.Subnet, first.Subnet)
@@ -189,7 +189,7 @@ func TestKeeperHonoursReservation(t *testing.T) {
 	if !l.Reservation() || l.Subnet != pfx("172.7.21.0/24") {
 		t.Fatalf("lease = %+v, want the reservation", l)
 	}
-	r.k.signalLost() // ends the hold; the keeper acquires again
+	r.k.signalLost(store.revision()) // ends the hold; the keeper acquires again
 	if l := r.next(t); !l.Reservation() {
 		t.Fatalf("second lease = %+v, want the reservation again", l)
 	}
@@ -252,4 +252,38 @@ func TestKeeperUnsupportedBackend(t *testing.T) {
 	}
 	store.setNetwork(hostgw)
 	r.nextRetrying(t)
+}
+
+// TestKeeperIgnoresLossSeenBeforeReacquiring: after a partition longer than
+// the TTL, the keep-alive ends and the keeper acquires again; the watch (or
+// a re-list) reports the old key's deletion meanwhile. That news is about
+// the lease already given up: it must not make the keeper drop the lease it
+// just acquired and acquire a third time (a spurious "key vanished"
+// warning, a not-ready flap and a second lease event).
+func TestKeeperIgnoresLossSeenBeforeReacquiring(t *testing.T) {
+	store := newFakeStore(t, "172.7.0.0/16")
+	r := startKeeper(t, store, netip.Prefix{})
+	first := r.next(t)
+	eventually(t, "a keep-alive stream", func() bool { return store.keepAlives() == 1 }, nil)
+
+	store.setDown(true)
+	store.expire(first.EtcdLease) // key deleted, keep-alive ended
+	r.waitRetry(t)
+	r.k.signalLost(store.revision()) // the syncer saw the deletion
+	store.setDown(false)
+	second := r.nextRetrying(t)
+
+	exp := time.Unix(2e9, 0)
+	eventually(t, "the keeper holding its lease", func() bool { return store.tryRenew(second.EtcdLease, exp) }, nil)
+	if got := <-r.renews; !got.Equal(exp) {
+		t.Fatalf("renewal %v, want %v", got, exp)
+	}
+	select {
+	case l := <-r.leases:
+		t.Errorf("lease %v acquired again after %v: the old key's deletion was taken for the new one's", l.Subnet, second.Subnet)
+	default:
+	}
+	if acquires, _ := store.counts(); acquires != 2 {
+		t.Errorf("%d acquisitions, want 2 (the first and one after the expiry)", acquires)
+	}
 }

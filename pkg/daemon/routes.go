@@ -38,8 +38,9 @@ type syncer struct {
 	metrics *metrics.Metrics
 	state   *state
 	relist  time.Duration
-	// lost tells the keeper the node's own key vanished or was taken.
-	lost func()
+	// lost tells the keeper the node's own key was seen vanished or taken
+	// at an etcd revision.
+	lost func(rev int64)
 	// synced is called after each reconcile that ran against listed leases:
 	// ok is false when it could not program anything (the route table could
 	// not be read, the vxlan device could not be set up).
@@ -106,7 +107,7 @@ func (s *syncer) fullSync(ctx context.Context) (int64, error) {
 	s.listed = true
 	if own := s.state.get().own; own != nil && rev >= own.ModRevision {
 		if l, ok := s.leases[own.Subnet]; !ok || l.Attrs.PublicIP != own.Attrs.PublicIP {
-			s.lost()
+			s.lost(rev)
 		}
 	}
 	s.reconcileLocked(ctx)
@@ -214,13 +215,13 @@ func (s *syncer) apply(ctx context.Context, events []lease.Event) {
 			s.leases[l.Subnet] = l
 			s.log.Debug("subnet lease added", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
 			if mine && l.Attrs.PublicIP != own.Attrs.PublicIP {
-				s.lost()
+				s.lost(l.ModRevision)
 			}
 		case lease.Removed:
 			delete(s.leases, l.Subnet)
 			s.log.Debug("subnet lease removed", "subnet", l.Subnet)
 			if mine {
-				s.lost()
+				s.lost(l.ModRevision)
 			}
 		}
 	}

@@ -43,7 +43,7 @@ func newSyncRig(t *testing.T, kernel *fakeRoutes) *syncRig {
 	st.setLease(r.store.network, &own, subnetfile.ForLease(r.store.network.Network, own.Subnet, 1500, true))
 	r.s = &syncer{store: r.store, routes: kernel, clock: r.clock, log: discard, metrics: metrics.New(),
 		state: st, relist: DefaultRelist,
-		lost: func() { r.lost.Add(1) }, synced: func(ok bool) {
+		lost: func(int64) { r.lost.Add(1) }, synced: func(ok bool) {
 			if ok {
 				r.syncs.Add(1)
 			} else {
