@@ -273,7 +273,9 @@ func (s *syncer) reconcileLocked(ctx context.Context) {
 	}
 	s.metrics.SetPeers(len(peers))
 	s.metrics.RouteChanges(res.Upserted, res.Removed)
-	s.metrics.SetRoutes(max(0, len(desired)-failures(err)))
+	if !errors.Is(err, route.ErrList) { // else what is in place is unknown
+		s.metrics.SetRoutes(max(0, len(desired)-res.Failed))
+	}
 	s.metrics.SetUnreachablePeers(unreachable(err))
 	if err != nil {
 		s.metrics.ReconcileError(metrics.ErrRoutes)
@@ -347,10 +349,6 @@ func (s *syncer) warnOnce(subnet netip.Prefix, msg string, ip netip.Addr) {
 	s.warnedIP[subnet] = true
 }
 
-// failures counts the errors joined in err, however deeply (the overlay's
-// and Reconcile's joins are joined again).
-func failures(err error) int { return len(leaves(err)) }
-
 // unreachable counts the route failures whose gateway is not directly
 // reachable (a host-gw peer on another segment).
 func unreachable(err error) int {
@@ -363,7 +361,8 @@ func unreachable(err error) int {
 	return n
 }
 
-// leaves flattens the errors.Join trees in err into the errors joined.
+// leaves flattens the errors.Join trees in err into the errors joined,
+// however deeply (the overlay's and Reconcile's joins are joined again).
 func leaves(err error) []error {
 	if err == nil {
 		return nil

@@ -25,12 +25,12 @@ func TestUnreachableCount(t *testing.T) {
 	}
 }
 
-func TestFailuresCountsNestedJoins(t *testing.T) {
+func TestLeavesOfNestedJoins(t *testing.T) {
 	three := errors.Join(errors.New("a"), errors.New("b"), errors.New("c"))
-	if got := failures(errors.Join(nil, three)); got != 3 {
-		t.Errorf("failures of a join inside a join = %d, want 3", got)
+	if got := len(leaves(errors.Join(nil, three))); got != 3 {
+		t.Errorf("leaves of a join inside a join = %d, want 3", got)
 	}
-	if got := failures(errors.Join(errors.New("overlay"), three)); got != 4 {
-		t.Errorf("failures = %d, want 4", got)
+	if got := len(leaves(errors.Join(errors.New("overlay"), three))); got != 4 {
+		t.Errorf("leaves = %d, want 4", got)
 	}
 }

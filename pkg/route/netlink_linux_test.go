@@ -168,7 +168,7 @@ func checkUnreachable() error {
 	if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, syscall.ENETUNREACH) {
 		return fmt.Errorf("Reconcile with an unreachable gateway: %v", err)
 	}
-	if res != (Result{Upserted: 1}) {
+	if res != (Result{Upserted: 1, Failed: 1}) {
 		return fmt.Errorf("Reconcile with an unreachable gateway = %+v", res)
 	}
 	if err := expectRoutes("unreachable", moved22, peer23, peer25); err != nil {

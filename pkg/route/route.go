@@ -121,9 +121,11 @@ type Programmer interface {
 	Delete(Route) error
 }
 
-// Result counts the changes Reconcile made.
+// Result counts the changes Reconcile made, and the desired routes it
+// could not put in place (outside the network, or refused by the kernel).
 type Result struct {
 	Upserted, Removed int
+	Failed            int
 }
 
 // Reconcile makes the routes into network match desired. It only looks at
@@ -135,30 +137,34 @@ type Result struct {
 // failures come back joined.
 func Reconcile(p Programmer, network, self netip.Prefix, desired []Route, prune bool) (Result, error) {
 	network, self = network.Masked(), self.Masked()
-	var errs []error
+	var (
+		res  Result
+		errs []error
+	)
 	want := make([]Route, 0, len(desired))
 	for _, r := range desired {
 		switch {
 		case r.Dst.Masked() == self:
 		case !inside(network, r.Dst):
 			errs = append(errs, fmt.Errorf("route to %s: outside the cluster network %s", r, network))
+			res.Failed++
 		default:
 			want = append(want, r)
 		}
 	}
 	listed, err := p.List(network)
 	if err != nil {
-		return Result{}, errors.Join(append(errs, fmt.Errorf("%w in %s: %w", ErrList, network, err))...)
+		return res, errors.Join(append(errs, fmt.Errorf("%w in %s: %w", ErrList, network, err))...)
 	}
 	actual := slices.DeleteFunc(listed, func(r Route) bool {
 		return !inside(network, r.Dst) || r.Dst.Masked() == self
 	})
 	upsert, remove := Diff(want, actual)
 
-	var res Result
 	for _, r := range upsert {
 		if err := p.Replace(r); err != nil {
 			errs = append(errs, replaceError(r, err))
+			res.Failed++
 			// The route in place points at whoever held the subnet before:
 			// no route beats one to a host that may not be that node now.
 			if old, ok := routeTo(actual, r.Dst); ok && prune && old.Gateway != r.Gateway {
