@@ -18,7 +18,7 @@ import (
 // does not count. A weft chain deleted from nf_tables (`nft flush ruleset`)
 // beside such a table reads as legacy too; the daemon's check restores it.
 func RulesInLegacy() bool {
-	data, err := os.ReadFile("/proc/net/ip_tables_names") // per namespace
+	data, err := os.ReadFile("/proc/thread-self/net/ip_tables_names") // the calling thread's namespace
 	if err != nil || !slices.Contains(strings.Fields(string(data)), "nat") {
 		return false
 	}

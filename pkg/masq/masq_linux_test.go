@@ -304,3 +304,26 @@ func TestRealDeleteJumpByHandle(t *testing.T) {
 		t.Skip("iptables keeps its rules outside nf_tables here (legacy)")
 	}
 }
+
+// TestRulesInLegacyReadsTheCallersNamespace: RulesInLegacy answers for the
+// namespace of the calling thread, which need not be the main thread's (a
+// test, or any caller inside ns.Do): a nat table iptables-legacy made in a
+// namespace is seen there, and one in no namespace is not.
+func TestRulesInLegacyReadsTheCallersNamespace(t *testing.T) {
+	if _, err := exec.LookPath("iptables-legacy"); err != nil {
+		t.Skipf("needs iptables-legacy: %v", err)
+	}
+	target := newNS(t)
+	var before, after bool
+	inNS(t, target, func(*iptables.IPTables) error {
+		before = RulesInLegacy()
+		if out, err := exec.Command("iptables-legacy", "-w", "-t", "nat", "-N", "WEFT-TEST").CombinedOutput(); err != nil {
+			return fmt.Errorf("iptables-legacy: %w: %s", err, out)
+		}
+		after = RulesInLegacy()
+		return nil
+	})
+	if before || !after {
+		t.Errorf("RulesInLegacy in a namespace: %v before its legacy nat table, %v after; want false, true", before, after)
+	}
+}
