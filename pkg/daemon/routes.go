@@ -172,7 +172,7 @@ func describeNetwork(c *netconf.Config) string {
 	b := c.Backend
 	d := fmt.Sprintf("Network %s, SubnetLen %d, SubnetMin %s, SubnetMax %s, backend %s", c.Network, c.SubnetLen, c.SubnetMin, c.SubnetMax, b.Type)
 	if b.Type == netconf.BackendVXLAN {
-		d += fmt.Sprintf(" (VNI %d, port %d, DirectRouting %t)", b.VNI, b.Port, b.DirectRouting)
+		d += fmt.Sprintf(" (VNI %d, port %d, DirectRouting %t, GBP %t)", b.VNI, b.Port, b.DirectRouting, b.GBP)
 	}
 	if b.MTU != 0 {
 		d += fmt.Sprintf(", MTU %d", b.MTU)

@@ -37,6 +37,11 @@ type Backend struct {
 	Port          int
 	MTU           int
 	DirectRouting bool
+	// GBP is vxlan's Group Based Policy extension, as flannel's option: a
+	// device without it drops the packets of peers that have it, so every
+	// node of a network must agree. flannel's "Learning" is not kept: weft
+	// programs every peer's FDB entry, so the kernel has nothing to learn.
+	GBP bool
 	// Defaulted reports that the config names no backend type: weft runs
 	// host-gw, flanneld would run udp, so flannel nodes in the same cluster
 	// could not reach weft's.
@@ -73,6 +78,7 @@ type rawBackend struct {
 	Port          *int
 	MTU           int
 	DirectRouting bool
+	GBP           bool
 }
 
 // Parse decodes a flannel network config, fills in flannel's defaults and
@@ -184,6 +190,7 @@ func parseBackend(raw *rawBackend) (Backend, error) {
 		if raw.VNI != nil {
 			b.VNI = *raw.VNI
 		}
+		b.GBP = raw.GBP
 		// Port 0 is flanneld's default too: it leaves the port to the
 		// kernel, whose vxlan default is 8472.
 		if raw.Port != nil && *raw.Port != 0 {

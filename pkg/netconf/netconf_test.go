@@ -34,6 +34,10 @@ func TestParseDefaults(t *testing.T) {
 		{"zero bounds are the defaults", `{"Network": "172.7.0.0/16", "SubnetLen": 0, "SubnetMin": "0.0.0.0", "SubnetMax": "0.0.0.0"}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw", Defaulted: true}},
 		// flanneld hands Port 0 to the kernel, which then uses its default, 8472.
 		{"vxlan port 0 is the default", `{"Network": "172.7.0.0/16", "Backend": {"Type": "vxlan", "Port": 0}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 1, Port: 8472}},
+		// flannel nodes with GBP set the G flag on every packet; a device
+		// without GBP drops them, so weft's must have it too.
+		{"vxlan GBP", `{"Network": "172.7.0.0/16", "Backend": {"Type": "vxlan", "GBP": true, "Learning": true}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "vxlan", VNI: 1, Port: 8472, GBP: true}},
+		{"GBP means nothing under host-gw", `{"Network": "172.7.0.0/16", "Backend": {"Type": "host-gw", "GBP": true}}`, 24, "172.7.1.0", "172.7.255.0", 255, Backend{Type: "host-gw"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -37,7 +37,7 @@ func Apply(n Node, leases []lease.Lease, prune bool) (State, error) {
 		return State{}, fmt.Errorf("%w: %w", ErrDevice, err)
 	}
 	dev := Device{VNI: n.Backend.VNI, Port: n.Backend.Port, MAC: MAC(n.PublicIP, n.Backend.VNI),
-		Underlay: under.Attrs().Index, Local: local, MTU: MTU(n.Backend, under.Attrs().MTU)}
+		Underlay: under.Attrs().Index, Local: local, MTU: MTU(n.Backend, under.Attrs().MTU), GBP: n.Backend.GBP}
 	link, err := dev.Ensure(n.Subnet.Masked().Addr())
 	if err != nil {
 		return State{}, fmt.Errorf("%w: %w", ErrDevice, err)
@@ -128,6 +128,9 @@ type Device struct {
 	Underlay  int // ifindex
 	Local     netip.Addr
 	MTU       int
+	// GBP turns on the Group Based Policy extension (the network's
+	// Backend.GBP), which every node of the network must agree on.
+	GBP bool
 }
 
 // Name is the device's name, weft.<VNI>.
@@ -177,6 +180,7 @@ func (d Device) create() (netlink.Link, error) {
 		SrcAddr:      d.Local.AsSlice(),
 		Port:         d.Port,
 		Learning:     false,
+		GBP:          d.GBP,
 	}
 	if err := netlink.LinkAdd(v); err != nil && !errors.Is(err, syscall.EEXIST) {
 		return nil, fmt.Errorf("creating %s: %w", name, err)
@@ -208,7 +212,7 @@ func (d Device) holder() string {
 
 func (d Device) matches(v *netlink.Vxlan) bool {
 	return v.VxlanId == d.VNI && v.Port == d.Port && v.VtepDevIndex == d.Underlay &&
-		v.SrcAddr.Equal(net.IP(d.Local.AsSlice())) && !v.Learning
+		v.SrcAddr.Equal(net.IP(d.Local.AsSlice())) && !v.Learning && v.GBP == d.GBP
 }
 
 func onlyAddr(link netlink.Link, addr netip.Addr) error {

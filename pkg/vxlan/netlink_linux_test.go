@@ -2,6 +2,7 @@ package vxlan
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -106,5 +107,36 @@ func TestApplyVTEPSendsFromAnAddressTheNodeHolds(t *testing.T) {
 				t.Errorf("weft.1 sends from %s, want %s (an address the node holds)", local, tc.want)
 			}
 		})
+	}
+}
+
+// The device follows the network's GBP: flannel nodes with "GBP": true set
+// the G flag on every packet, which a device without GBP drops as malformed.
+// Turning GBP on or off replaces the device, which the kernel cannot change
+// in place.
+func TestApplyFollowsGBP(t *testing.T) {
+	netns := nstest.New(t, "creates a vxlan device")
+	var got []bool
+	err := netns.Do(func(ns.NetNS) error {
+		underlay(t, "10.4.7.21/24")
+		for _, gbp := range []bool{true, true, false} {
+			n := Node{Backend: netconf.Backend{Type: netconf.BackendVXLAN, VNI: 1, Port: 8472, GBP: gbp},
+				Subnet: netip.MustParsePrefix("172.7.21.0/24"), PublicIP: netip.MustParseAddr("10.4.7.21"), Underlay: "up0"}
+			if _, err := Apply(n, nil, true); err != nil {
+				return err
+			}
+			link, err := netlink.LinkByName(DeviceName(1))
+			if err != nil {
+				return err
+			}
+			got = append(got, link.(*netlink.Vxlan).GBP)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, true, false}; !slices.Equal(got, want) {
+		t.Errorf("weft.1's GBP after Apply with GBP %v: %v", want, got)
 	}
 }
