@@ -31,7 +31,10 @@ func (t EventType) String() string {
 
 // Event is one change of a subnet key. A Removed event carries the lease's
 // last attributes when etcd still has them, and the revision of the deletion
-// as ModRevision.
+// as ModRevision. Events carry no Expiration: asking etcd for it would cost
+// a round trip per event on the watch's goroutine, delaying every route
+// (and stalling the watch while that call hangs) for a figure no watcher
+// uses; FillExpiration gets it when wanted.
 type Event struct {
 	Type  EventType
 	Lease Lease
@@ -59,7 +62,7 @@ func (s *Store) Watch(ctx context.Context, fromRevision int64, fn func([]Event))
 		if err := resp.Err(); err != nil {
 			return fmt.Errorf("watching %s: %w", dir, err)
 		}
-		if events := s.events(ctx, resp.Events); len(events) > 0 {
+		if events := s.events(resp.Events); len(events) > 0 {
 			fn(events)
 		}
 	}
@@ -70,10 +73,10 @@ func (s *Store) Watch(ctx context.Context, fromRevision int64, fn func([]Event))
 }
 
 // events converts etcd events, skipping malformed keys with a warning.
-func (s *Store) events(ctx context.Context, evs []*clientv3.Event) []Event {
+func (s *Store) events(evs []*clientv3.Event) []Event {
 	out := make([]Event, 0, len(evs))
 	for _, ev := range evs {
-		e, err := s.event(ctx, ev)
+		e, err := s.event(ev)
 		if err != nil {
 			s.log.Warn("skipping malformed subnet lease event", "key", string(ev.Kv.Key), "error", err)
 			continue
@@ -83,21 +86,13 @@ func (s *Store) events(ctx context.Context, evs []*clientv3.Event) []Event {
 	return out
 }
 
-func (s *Store) event(ctx context.Context, ev *clientv3.Event) (Event, error) {
+func (s *Store) event(ev *clientv3.Event) (Event, error) {
 	if ev.Type == clientv3.EventTypeDelete {
 		return s.removed(ev)
 	}
 	l, err := decodeKV(ev.Kv)
 	if err != nil {
 		return Event{}, err
-	}
-	if l.EtcdLease != 0 {
-		exp, _, err := s.expiration(ctx, l.EtcdLease)
-		if err != nil {
-			s.log.Warn("reading lease expiration", "key", l.key, "error", err)
-		} else {
-			l.Expiration = exp
-		}
 	}
 	return Event{Type: Added, Lease: l}, nil
 }
