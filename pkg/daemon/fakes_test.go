@@ -277,7 +277,7 @@ func (f *fakeStore) Acquire(_ context.Context, cfg *netconf.Config, attrs lease.
 	return &out, nil
 }
 
-func (f *fakeStore) KeepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan time.Time, error) {
+func (f *fakeStore) KeepAlive(ctx context.Context, id clientv3.LeaseID, _ time.Time) (<-chan time.Time, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {

@@ -171,7 +171,7 @@ func (k *keeper) hold(ctx context.Context, own *lease.Lease) bool {
 	}
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	renewals, err := k.store.KeepAlive(kctx, own.EtcdLease)
+	renewals, err := k.store.KeepAlive(kctx, own.EtcdLease, own.Expiration)
 	if err != nil {
 		k.metrics.ReconcileError(metrics.ErrLease)
 		k.log.Warn("starting the keep-alive of the subnet lease failed; acquiring again", "subnet", own.Subnet, "error", err)
