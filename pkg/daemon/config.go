@@ -246,8 +246,12 @@ func (r *rawFlags) node(c *Config, errs *problems) {
 		c.PublicIPCIDR = p.Masked()
 	}
 	for _, iface := range c.Ifaces {
-		if _, err := netip.ParseAddr(iface); err != nil && !validIfName(iface) {
+		ip, err := netip.ParseAddr(iface)
+		switch {
+		case err != nil && !validIfName(iface):
 			errs.add("--iface %q is neither an interface name nor an IP address", iface)
+		case err == nil && !ip.Is4():
+			errs.add("--iface %q is an IPv6 address: weft is IPv4-only; give the interface's name or its IPv4 address", iface)
 		}
 	}
 	if !validIfName(c.Bridge) {

@@ -115,6 +115,7 @@ func TestParseFlagsErrors(t *testing.T) {
 		{args: []string{"--public-ip=10.4.7"}, want: "--public-ip"},
 		{args: []string{"--public-ip=fe80::1"}, want: "--public-ip"},
 		{args: []string{"--iface=a/b"}, want: "--iface"},
+		{args: []string{"--iface=fd00::21"}, want: "--iface \"fd00::21\" is an IPv6 address"},
 		{args: []string{"--etcd-endpoints=,"}, want: "--etcd-endpoints"},
 		{args: []string{"--healthz-port=70000"}, want: "--healthz-port"},
 		{args: []string{"--healthz-ip=localhost"}, want: "--healthz-ip"},
