@@ -78,3 +78,36 @@ func decodeResult(t *testing.T, v string, stdout []byte) *current.Result {
 	}
 	return res
 }
+
+// TestCheckAfterChainWithUnindexedIPs: an earlier plugin's addresses that
+// name no interface (allowed by the spec) are not weft's: the CHECK given
+// the chain's result must not look for them on weft's pod interface, nor
+// ask weft's IPAM store about them.
+func TestCheckAfterChainWithUnindexedIPs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a real ADD in a network namespace the test creates")
+	}
+	st := newStateDir(t)
+	pod := clitest.ForeignNetns(t)
+	for _, tc := range []struct{ name, ifName, prev string }{
+		{"with interfaces", "eth1", fmt.Sprintf(`{"cniVersion":"1.1.0","interfaces":[{"name":"net1","sandbox":%q}],
+			"ips":[{"address":"10.9.0.5/24","gateway":"10.9.0.1"}]}`, pod)},
+		{"no interfaces", "eth2", `{"cniVersion":"1.1.0","ips":[{"address":"10.9.0.6/24"}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, ifName, prev := "c-"+tc.ifName, tc.ifName, tc.prev
+			conf := func(prevResult string) string {
+				return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":%q,"ipam":{"dataDir":%q},"prevResult":%s}`,
+					st.SubnetFile, st.DataDir, prevResult)
+			}
+			stdout, stderr, code := st.Sandbox.Run(t, pluginBin, env("ADD", id, pod, ifName), conf(prev))
+			if code != 0 {
+				t.Fatalf("ADD after another plugin: exit %d %s %s", code, stdout, stderr)
+			}
+			t.Cleanup(func() { st.Sandbox.Run(t, pluginBin, env("DEL", id, pod, ifName), conf(prev)) })
+			if out, stderr, code := st.Sandbox.Run(t, pluginBin, env("CHECK", id, pod, ifName), conf(string(stdout))); code != 0 {
+				t.Errorf("CHECK with the chain's result %s: exit %d %s %s", stdout, code, out, stderr)
+			}
+		})
+	}
+}

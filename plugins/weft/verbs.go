@@ -64,10 +64,12 @@ func cmdCheck(args *skel.CmdArgs) error {
 }
 
 // own is the part of a chain's result that weft's ADD made for the pod
-// interface ifName: its addresses (and those that name no interface, as
-// results before 0.3.0 do), and the routes. Another plugin's interface and
-// addresses, which weft's ADD passed on, are not weft's to check; a result
-// that lists interfaces but not ifName in a pod is not weft's at all.
+// interface ifName: its addresses, and the routes. Another plugin's
+// interface and addresses, which weft's ADD passed on, are not weft's to
+// check, nor are addresses that name no interface: weft's ADD lists its
+// interfaces and points each of its addresses at the pod's. A result with
+// no interfaces at all (before 0.3.0) is taken whole; one that lists
+// interfaces but not ifName in a pod is not weft's at all.
 func own(prev *current.Result, ifName string) (*current.Result, error) {
 	if len(prev.Interfaces) == 0 {
 		return prev, nil
@@ -83,7 +85,7 @@ func own(prev *current.Result, ifName string) (*current.Result, error) {
 	out := *prev
 	out.IPs = nil
 	for _, ipc := range prev.IPs {
-		if ipc.Interface == nil || mine(*ipc.Interface) {
+		if ipc.Interface != nil && mine(*ipc.Interface) {
 			out.IPs = append(out.IPs, ipc)
 		}
 	}
