@@ -179,6 +179,10 @@ func prepareNode(ctx context.Context, conf *NetConf) (*subnetfile.File, netlink.
 		if ready && (masq.JumpsInPlace() || masq.RulesInLegacy()) {
 			return file, link, nil
 		}
+	} else if errors.Is(err, fs.ErrNotExist) && len(conf.EtcdEndpoints) == 0 {
+		// Nothing to do until the daemon writes the file: fail before the
+		// lock makes its directory and lock file.
+		return nil, nil, nodelease.NoSubnetFile(conf.SubnetFile)
 	}
 	unlock, err := hostnet.LockNode(ctx, filepath.Dir(conf.SubnetFile))
 	if err != nil {

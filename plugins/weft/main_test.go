@@ -88,6 +88,7 @@ func TestBadRequests(t *testing.T) {
 	// rules in the sandbox before anything refused it.
 	pod := clitest.ForeignNetns(t)
 	fileConf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":%q,"ipam":{"dataDir":%q}}`, st.SubnetFile, st.DataDir)
+	noFileConf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":%q,"ipam":{"dataDir":%q}}`, filepath.Join(st.Dir, "no-daemon-yet", "subnet.env"), st.DataDir)
 	tests := []struct {
 		name  string
 		env   map[string]string
@@ -122,7 +123,9 @@ func TestBadRequests(t *testing.T) {
 		{"status without lease or etcd", env("STATUS", "", "", ""), noLeaseConf, 50},
 		// A node whose daemon has not written the subnet file yet: the
 		// runtime should retry, not give up on the config.
-		{"ADD before the subnet file exists", env("ADD", "c1", pod, "eth0"), noLeaseConf, 11},
+		// Its subnet file's directory in the state dir, so that a lock or
+		// a directory made for it counts as a change.
+		{"ADD before the subnet file exists", env("ADD", "c1", pod, "eth0"), noFileConf, 11},
 		// Malformed input and wrong types.
 		{"empty stdin", add, "", 6},
 		{"json array", add, `[1,2,3]`, 6},
