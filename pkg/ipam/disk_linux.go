@@ -85,10 +85,15 @@ func OpenDiskStore(dataDir, network string) (*DiskStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening ipam network directory %s: %w", dir, refusedLink(err))
 	}
-	// Read-only: flock needs no write access, and a store on a file system
-	// gone read-only still serves what changes nothing (DEL of an unknown
+	// Read-write where it can be: on NFS, flock is emulated with a byte-range
+	// lock, and an exclusive one needs a file open for writing. Else
+	// read-only, which local flock allows, so a store on a file system gone
+	// read-only still serves what changes nothing (DEL of an unknown
 	// attachment, CHECK, a repeated ADD).
-	lockFD, err := openRegular(dirFD, lockName, unix.O_RDONLY|unix.O_CREAT, 0o600)
+	lockFD, err := openRegular(dirFD, lockName, unix.O_RDWR|unix.O_CREAT, 0o600)
+	if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		lockFD, err = openRegular(dirFD, lockName, unix.O_RDONLY|unix.O_CREAT, 0o600)
+	}
 	if err != nil {
 		unix.Close(dirFD)
 		return nil, fmt.Errorf("opening ipam lock file %s: %w", filepath.Join(dir, lockName), err)

@@ -353,3 +353,17 @@ func setImmutable(path string, on bool) error {
 	}
 	return unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, flags)
 }
+
+// TestDiskStoreLockOpenForWriting: where the lock file can be opened for
+// writing it is, since flock on NFS is a byte-range lock underneath and an
+// exclusive one needs a descriptor open for writing.
+func TestDiskStoreLockOpenForWriting(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	flags, err := unix.FcntlInt(uintptr(s.lockFD), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags&unix.O_ACCMODE != unix.O_RDWR {
+		t.Errorf("lock file open with access mode %#o, want O_RDWR", flags&unix.O_ACCMODE)
+	}
+}
