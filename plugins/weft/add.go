@@ -319,12 +319,13 @@ func unwire(ctx context.Context, conf *NetConf, args *skel.CmdArgs) error {
 	}
 	err := release(ctx, conf, args)
 	if err != nil && conf.ipamConf != nil && storeUnwritable(err) {
-		// The pod is off the node. Failing would keep the runtime from
-		// removing the sandbox (and its disk) for as long as the disk is
-		// full; the address stays allocated, never handed out twice, and
-		// no interface carries it now, so GC and a full subnet's reclaim
-		// free it once the store can be written again.
-		log.Warn("DEL: the pod's interface is removed but the IPAM store cannot be written, so its address stays allocated until GC or a full subnet frees it",
+		// The pod's interface is gone (or its namespace is, or the runtime
+		// named none). Failing would keep the runtime from removing the
+		// sandbox (and its disk) for as long as the disk is full. The
+		// address stays allocated, never handed out twice; GC and a full
+		// subnet's reclaim free it once the store can be written again and
+		// no veth carries its mark.
+		log.Warn("DEL: the IPAM store cannot be written, so the pod's address stays allocated until GC or a full subnet frees it",
 			"container_id", args.ContainerID, "ifname", args.IfName, "error", err)
 		return nil
 	}
