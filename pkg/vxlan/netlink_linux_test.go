@@ -111,7 +111,8 @@ func TestApplyVTEPSendsFromAnAddressTheNodeHolds(t *testing.T) {
 }
 
 // The device follows the network's GBP: flannel nodes with "GBP": true set
-// the G flag on every packet, which a device without GBP drops as malformed.
+// the G flag on every packet that carries a firewall mark (kube-proxy's),
+// which a device without GBP drops as malformed.
 // Turning GBP on or off replaces the device, which the kernel cannot change
 // in place.
 func TestApplyFollowsGBP(t *testing.T) {
