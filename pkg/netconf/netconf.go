@@ -38,8 +38,8 @@ type Backend struct {
 	MTU           int
 	DirectRouting bool
 	// GBP is vxlan's Group Based Policy extension, as flannel's option: a
-	// device without it drops the packets of peers that have it, so every
-	// node of a network must agree. flannel's "Learning" is not kept: weft
+	// device without it drops the marked packets (kube-proxy's) of peers
+	// that have it, so every node of a network must agree. flannel's "Learning" is not kept: weft
 	// programs every peer's FDB entry, so the kernel has nothing to learn.
 	GBP bool
 	// Defaulted reports that the config names no backend type: weft runs
