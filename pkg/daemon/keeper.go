@@ -152,30 +152,20 @@ func supported(network *netconf.Config) error {
 }
 
 // hold keeps own until it is lost or ctx ends. It returns false when the
-// keep-alive could not even start.
+// keep-alive could not even start. A reservation has no etcd lease to keep
+// alive; it is held until its key vanishes or changes.
 func (k *keeper) hold(ctx context.Context, own *lease.Lease) bool {
-	if own.Reservation() {
-		for {
-			select {
-			case <-ctx.Done():
-				return true
-			case <-k.lost:
-				if !k.lostNow(own) {
-					continue
-				}
-				k.log.Warn("the node's reserved subnet key vanished or changed in etcd; acquiring again", "subnet", own.Subnet)
-				k.lostLease()
-				return true
-			}
+	var renewals <-chan time.Time // nil for a reservation: never ready
+	if !own.Reservation() {
+		kctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var err error
+		renewals, err = k.store.KeepAlive(kctx, own.EtcdLease, own.Expiration)
+		if err != nil {
+			k.metrics.ReconcileError(metrics.ErrLease)
+			k.log.Warn("starting the keep-alive of the subnet lease failed; acquiring again", "subnet", own.Subnet, "error", err)
+			return false
 		}
-	}
-	kctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	renewals, err := k.store.KeepAlive(kctx, own.EtcdLease, own.Expiration)
-	if err != nil {
-		k.metrics.ReconcileError(metrics.ErrLease)
-		k.log.Warn("starting the keep-alive of the subnet lease failed; acquiring again", "subnet", own.Subnet, "error", err)
-		return false
 	}
 	for {
 		select {
@@ -185,7 +175,8 @@ func (k *keeper) hold(ctx context.Context, own *lease.Lease) bool {
 			if !k.lostNow(own) {
 				continue
 			}
-			k.log.Warn("the node's subnet key vanished or changed in etcd; acquiring again", "subnet", own.Subnet)
+			k.log.Warn("the node's subnet key vanished or changed in etcd; acquiring again",
+				"subnet", own.Subnet, "reservation", own.Reservation())
 			k.lostLease()
 			return true
 		case exp, ok := <-renewals:

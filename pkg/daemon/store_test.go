@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/weft-cni/weft/internal/etcdembed"
 )
 
@@ -20,16 +22,8 @@ func TestKeepAliveOutlivesABriefOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := srv.Endpoints()[0]
-	store, err := NewEtcdStore(&Config{EtcdEndpoints: srv.Endpoints(), EtcdPrefix: "/weft-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
 	ctx := t.Context()
-	grant, err := store.cli.Grant(ctx, 600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, grant := storeWithLease(t, srv)
 	expiry := time.Now().Add(600 * time.Second)
 	srv.Close()
 	renewals, err := store.KeepAlive(ctx, grant.ID, expiry)
@@ -74,16 +68,8 @@ func TestKeepAliveRestartsOnlyALeaseThatMayRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	store, err := NewEtcdStore(&Config{EtcdEndpoints: srv.Endpoints(), EtcdPrefix: "/weft-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
 	ctx := t.Context()
-	grant, err := store.cli.Grant(ctx, 600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, grant := storeWithLease(t, srv)
 	later, past := time.Now().Add(600*time.Second), time.Now().Add(-time.Second)
 	if !store.mayStillHold(ctx, grant.ID, later) {
 		t.Error("a live lease before its expiry: not restarted")
@@ -101,4 +87,20 @@ func TestKeepAliveRestartsOnlyALeaseThatMayRun(t *testing.T) {
 	if !store.mayStillHold(ctx, grant.ID+1, later) {
 		t.Error("etcd not answering, the lease's known expiry ahead: not restarted")
 	}
+}
+
+// storeWithLease connects an EtcdStore to srv and grants an etcd lease of
+// 10 minutes.
+func storeWithLease(t *testing.T, srv *etcdembed.Server) (*EtcdStore, *clientv3.LeaseGrantResponse) {
+	t.Helper()
+	store, err := NewEtcdStore(&Config{EtcdEndpoints: srv.Endpoints(), EtcdPrefix: "/weft-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	grant, err := store.cli.Grant(t.Context(), 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, grant
 }
