@@ -8,6 +8,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
 )
 
 // New creates a network namespace that is removed when the test ends. It
@@ -28,4 +29,35 @@ func New(t *testing.T, why string) ns.NetNS {
 		}
 	})
 	return target
+}
+
+// Uplink gives the namespace the calling thread is in (inside ns.Do on a
+// namespace from New) a link "up0", veth to "up1", holding addrs in order,
+// both ends up: the node's uplink to its segment. It goes with the
+// namespace.
+func Uplink(t *testing.T, addrs ...string) netlink.Link {
+	t.Helper()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0"}, PeerName: "up1"}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	link, err := netlink.LinkByName("up0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range addrs {
+		a, err := netlink.ParseAddr(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.AddrAdd(link, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"up0", "up1"} {
+		if err := netlink.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return link
 }

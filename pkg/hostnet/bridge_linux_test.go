@@ -14,33 +14,6 @@ import (
 	"github.com/weft-cni/weft/pkg/subnetfile"
 )
 
-// uplink gives the node namespace a link "up0" holding addr, so that
-// routes via a peer on its segment can be added.
-func uplink(t *testing.T, addr string) netlink.Link {
-	t.Helper()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0"}, PeerName: "up1"}
-	if err := netlink.LinkAdd(veth); err != nil {
-		t.Fatal(err)
-	}
-	link, err := netlink.LinkByName("up0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := netlink.ParseAddr(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.AddrAdd(link, a); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"up0", "up1"} {
-		if err := netlink.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return link
-}
-
 // routeDev returns the name of the link the kernel sends ip out of.
 func routeDev(t *testing.T, ip string) string {
 	t.Helper()
@@ -66,7 +39,7 @@ func TestEnsureBridgeDropsPeerRoutesToOwnSubnet(t *testing.T) {
 	node := nstest.New(t, "a bridge and routes")
 	file := subnetfile.ForLease(netip.MustParsePrefix("172.7.0.0/16"), netip.MustParsePrefix("172.7.22.0/24"), 1500, true)
 	err := node.Do(func(ns.NetNS) error {
-		up := uplink(t, "10.4.7.21/24")
+		up := nstest.Uplink(t, "10.4.7.21/24")
 		for _, r := range []struct {
 			dst, gw string
 			proto   netlink.RouteProtocol

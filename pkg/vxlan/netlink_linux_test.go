@@ -42,31 +42,6 @@ func TestDeviceNamesTheVNIsHolder(t *testing.T) {
 	}
 }
 
-// underlay gives the namespace a link "up0" holding addrs, in order.
-func underlay(t *testing.T, addrs ...string) {
-	t.Helper()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0"}, PeerName: "up1"}
-	if err := netlink.LinkAdd(veth); err != nil {
-		t.Fatal(err)
-	}
-	link, err := netlink.LinkByName("up0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range addrs {
-		a, err := netlink.ParseAddr(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := netlink.AddrAdd(link, a); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // The VTEP's local address must be one the node holds: the kernel cannot
 // send from any other (the device counts a TX error per packet and peers
 // get nothing). With --public-ip an address NAT maps to the node, the
@@ -87,7 +62,7 @@ func TestApplyVTEPSendsFromAnAddressTheNodeHolds(t *testing.T) {
 			netns := nstest.New(t, "creates a vxlan device")
 			var local string
 			err := netns.Do(func(ns.NetNS) error {
-				underlay(t, tc.addrs...)
+				nstest.Uplink(t, tc.addrs...)
 				n := Node{Backend: netconf.Backend{Type: netconf.BackendVXLAN, VNI: 1, Port: 8472},
 					Subnet: netip.MustParsePrefix("172.7.21.0/24"), PublicIP: netip.MustParseAddr(tc.publicIP), Underlay: "up0"}
 				if _, err := Apply(n, nil, true); err != nil {
@@ -119,7 +94,7 @@ func TestApplyFollowsGBP(t *testing.T) {
 	netns := nstest.New(t, "creates a vxlan device")
 	var got []bool
 	err := netns.Do(func(ns.NetNS) error {
-		underlay(t, "10.4.7.21/24")
+		nstest.Uplink(t, "10.4.7.21/24")
 		for _, gbp := range []bool{true, true, false} {
 			n := Node{Backend: netconf.Backend{Type: netconf.BackendVXLAN, VNI: 1, Port: 8472, GBP: gbp},
 				Subnet: netip.MustParsePrefix("172.7.21.0/24"), PublicIP: netip.MustParseAddr("10.4.7.21"), Underlay: "up0"}
