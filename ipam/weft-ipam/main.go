@@ -98,7 +98,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 		if err != nil {
 			return err
 		}
-		return c.cfg.Check(c.ctx, c.attach, ipamcni.FirstIPv4(prev))
+		return c.cfg.Check(c.ctx, c.attach, ipamcni.IPv4s(prev))
 	})
 }
 

@@ -190,4 +190,11 @@ func TestGoodRequests(t *testing.T) {
 	if out, stderr, code := s.run(t, env("CHECK", "keep", s.netns, "eth0"), prev); code != 0 {
 		t.Fatalf("CHECK: exit %d, %s %s", code, out, stderr)
 	}
+	// In a chain whose earlier plugin added an address of its own, the
+	// prevResult lists that one first; weft-ipam's is among the others.
+	chained := s.conf(`"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"net1","sandbox":"` + s.netns + `"},{"name":"eth0","sandbox":"` + s.netns + `"}],` +
+		`"ips":[{"address":"10.9.0.5/24","interface":0},{"address":"172.7.21.2/24","gateway":"172.7.21.1","interface":1}]}`)
+	if out, stderr, code := s.run(t, env("CHECK", "keep", s.netns, "eth0"), chained); code != 0 {
+		t.Fatalf("CHECK with another plugin's address first: exit %d, %s %s", code, out, stderr)
+	}
 }

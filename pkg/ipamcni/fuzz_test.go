@@ -27,7 +27,7 @@ func FuzzLoadConfig(f *testing.F) {
 		}
 		prev, err := PrevResult(conf)
 		if err == nil && prev != nil {
-			FirstIPv4(prev)
+			IPv4s(prev)
 		}
 	})
 }

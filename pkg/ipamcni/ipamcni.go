@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -87,9 +88,10 @@ func (c *Config) Del(ctx context.Context, a ipam.Attachment) error {
 	return c.withPool(netip.Prefix{}, func(p *ipam.Pool) error { return p.Release(ctx, a) })
 }
 
-// Check fails unless the attachment still holds want (when want is valid, the
-// address from prevResult) or any address at all.
-func (c *Config) Check(ctx context.Context, a ipam.Attachment, want netip.Addr) error {
+// Check fails unless the attachment still holds an address, and one of
+// listed when that is not empty (prevResult's IPv4 addresses: in a chain,
+// an earlier plugin's come first).
+func (c *Config) Check(ctx context.Context, a ipam.Attachment, listed []netip.Addr) error {
 	return c.withPool(netip.Prefix{}, func(p *ipam.Pool) error {
 		got, ok, err := p.Lookup(ctx, a)
 		switch {
@@ -97,8 +99,8 @@ func (c *Config) Check(ctx context.Context, a ipam.Attachment, want netip.Addr) 
 			return err
 		case !ok:
 			return fmt.Errorf("ipam holds no address for %s/%s", a.ContainerID, a.IfName)
-		case want.IsValid() && got != want:
-			return fmt.Errorf("ipam holds %s for %s/%s, prevResult says %s", got, a.ContainerID, a.IfName, want)
+		case len(listed) > 0 && !slices.Contains(listed, got):
+			return fmt.Errorf("ipam holds %s for %s/%s, prevResult lists %v", got, a.ContainerID, a.IfName, listed)
 		}
 		return nil
 	})

@@ -26,13 +26,22 @@ func PrevResult(conf *types.NetConf) (*current.Result, error) {
 
 // FirstIPv4 is the first IPv4 address of a result, or the zero Addr.
 func FirstIPv4(res *current.Result) netip.Addr {
-	if res == nil {
-		return netip.Addr{}
-	}
-	for _, ip := range res.IPs {
-		if addr, ok := netip.AddrFromSlice(ip.Address.IP.To4()); ok {
-			return addr
-		}
+	if all := IPv4s(res); len(all) > 0 {
+		return all[0]
 	}
 	return netip.Addr{}
+}
+
+// IPv4s are the IPv4 addresses of a result, in order.
+func IPv4s(res *current.Result) []netip.Addr {
+	if res == nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ip := range res.IPs {
+		if addr, ok := netip.AddrFromSlice(ip.Address.IP.To4()); ok {
+			out = append(out, addr)
+		}
+	}
+	return out
 }

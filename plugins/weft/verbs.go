@@ -60,7 +60,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if conf.ipamConf == nil {
 		return cnierr.Classify(invoke.DelegateCheck(ctx, conf.IPAM.Type, args.StdinData, nil))
 	}
-	return cnierr.Classify(conf.ipamConf.Check(ctx, attachment(args), ipamcni.FirstIPv4(prev)))
+	return cnierr.Classify(conf.ipamConf.Check(ctx, attachment(args), ipamcni.IPv4s(prev)))
 }
 
 // own is the part of a chain's result that weft's ADD made for the pod
