@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -152,16 +153,11 @@ func HoldsAddr(id nodelease.Identity) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("iface %q: %w", id.Iface, err)
 	}
-	addrs, err := nldump.Addrs(link, netlink.FAMILY_V4)
+	ips, err := nldump.GlobalIPv4s(link)
 	if err != nil {
 		return false, fmt.Errorf("listing addresses of %s: %w", id.Iface, err)
 	}
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip == id.PublicIP {
-			return true, nil
-		}
-	}
-	return false, nil
+	return slices.Contains(ips, id.PublicIP), nil
 }
 
 // NodeLock returns the Locker of the node lock beside the subnet file, the

@@ -8,6 +8,7 @@ package nldump
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/vishvananda/netlink"
 )
@@ -29,6 +30,23 @@ func Complete[T any](what string, dump func() ([]T, error)) ([]T, error) {
 // name.
 func Addrs(link netlink.Link, family int) ([]netlink.Addr, error) {
 	return retry(func() ([]netlink.Addr, error) { return netlink.AddrList(link, family) })
+}
+
+// GlobalIPv4s are link's global unicast IPv4 addresses, in the kernel's
+// order (the primary first): the addresses a node can be reached at and
+// send from. Errors are left for the caller to name.
+func GlobalIPv4s(link netlink.Link) ([]netip.Addr, error) {
+	addrs, err := Addrs(link, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip.IsGlobalUnicast() {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
 }
 
 // Routes is netlink.RouteListFiltered, retried; errors are left for the

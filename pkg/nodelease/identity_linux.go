@@ -31,15 +31,13 @@ func ResolveIdentity(c *Config) (Identity, error) {
 		id.PublicIP = netip.MustParseAddr(c.PublicIP) // validated
 		return id, nil
 	}
-	addrs, err := nldump.Addrs(link, netlink.FAMILY_V4)
+	ips, err := nldump.GlobalIPv4s(link)
 	if err != nil {
 		return Identity{}, fmt.Errorf("listing addresses of %s: %w", id.Iface, err)
 	}
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip.IsGlobalUnicast() {
-			id.PublicIP = ip
-			return id, nil
-		}
+	if len(ips) > 0 {
+		id.PublicIP = ips[0]
+		return id, nil
 	}
 	return Identity{}, fmt.Errorf("interface %s has no IPv4 address to use as the node's public IP: set publicIP", id.Iface)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -57,27 +58,17 @@ func Apply(n Node, leases []lease.Lease, prune bool) (State, error) {
 // from an address the node does not hold: every packet would be dropped.
 func vtepAddr(under netlink.Link, publicIP netip.Addr) (netip.Addr, error) {
 	name := under.Attrs().Name
-	addrs, err := nldump.Addrs(under, netlink.FAMILY_V4)
+	ips, err := nldump.GlobalIPv4s(under)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("listing addresses of underlay %s: %w", name, err)
 	}
-	var first netip.Addr
-	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP.To4())
-		if !ok || !ip.IsGlobalUnicast() {
-			continue
-		}
-		if ip == publicIP.Unmap() {
-			return ip, nil
-		}
-		if !first.IsValid() {
-			first = ip
-		}
+	switch {
+	case slices.Contains(ips, publicIP.Unmap()):
+		return publicIP.Unmap(), nil
+	case len(ips) > 0:
+		return ips[0], nil
 	}
-	if !first.IsValid() {
-		return netip.Addr{}, fmt.Errorf("underlay %s holds no IPv4 address to send vxlan from", name)
-	}
-	return first, nil
+	return netip.Addr{}, fmt.Errorf("underlay %s holds no IPv4 address to send vxlan from", name)
 }
 
 // Planned is the state Apply would program, read without changing
