@@ -90,6 +90,16 @@ func (r *daemonRig) waitReady(t *testing.T) {
 	eventually(t, "/readyz 200", func() bool { code, _ := r.get("/readyz"); return code == http.StatusOK }, r.advance)
 }
 
+// subnetFile reads the subnet file the daemon wrote.
+func (r *daemonRig) subnetFile(t *testing.T) *subnetfile.File {
+	t.Helper()
+	file, err := subnetfile.Read(r.cfg.SubnetFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
 func noEnv(string) (string, bool) { return "", false }
 
 func TestDaemonLifecycle(t *testing.T) {
@@ -114,10 +124,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	r.store.setDown(false)
 	r.waitReady(t)
 
-	file, err := subnetfile.Read(r.cfg.SubnetFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := r.subnetFile(t)
 	own, ok := r.store.get(file.Lease())
 	if !ok || own.Attrs.PublicIP != ip(selfIP) || own.Reservation() {
 		t.Fatalf("subnet file names %v, etcd holds %+v", file.Lease(), own)
@@ -191,10 +198,7 @@ func TestDaemonKeepsSubnetAcrossRestart(t *testing.T) {
 	r := newDaemonRig(t)
 	r.start(t)
 	eventually(t, "ready", func() bool { ok, _ := r.d.Ready(); return ok }, nil)
-	before, err := subnetfile.Read(r.cfg.SubnetFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := r.subnetFile(t)
 	r.stop()
 	// The lease expires while the daemon is down; it comes back to the file's subnet.
 	own, _ := r.store.get(before.Lease())
@@ -297,10 +301,7 @@ func TestDaemonNotReadyWhileLeaseLost(t *testing.T) {
 	r := newDaemonRig(t)
 	r.start(t)
 	r.waitReady(t)
-	file, err := subnetfile.Read(r.cfg.SubnetFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := r.subnetFile(t)
 	udp := *r.store.network
 	udp.Backend.Type = "udp"
 	r.store.setNetwork(&udp)
@@ -409,10 +410,7 @@ func TestDaemonConfigErrClearsOnReacquire(t *testing.T) {
 	r := newDaemonRig(t)
 	r.start(t)
 	r.waitReady(t)
-	file, err := subnetfile.Read(r.cfg.SubnetFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := r.subnetFile(t)
 	wide := parseNetwork(`{"Network":"172.6.0.0/15","Backend":{"Type":"host-gw"}}`)
 	r.store.setNetwork(wide)
 	eventually(t, "/readyz 503 naming the config", func() bool {
