@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -50,9 +51,12 @@ func TestAddAfterAnotherPlugin(t *testing.T) {
 			if out, stderr, code := st.Sandbox.Run(t, pluginBin, env("CHECK", "c-"+v, pod, "eth0"), conf(string(stdout))); code != 0 {
 				t.Errorf("CHECK with the chain's result: exit %d %s %s", code, out, stderr)
 			}
-			// A prevResult that is not weft's: no eth0 in it.
+			// A prevResult that is not weft's: no eth0 in it. It is refused
+			// as such, not for an address that happens not to match.
 			if out, _, code := st.Sandbox.Run(t, pluginBin, env("CHECK", "c-"+v, pod, "eth0"), conf(prev)); code == 0 {
 				t.Errorf("CHECK with a prevResult naming only net1 passed: %s", out)
+			} else if !strings.Contains(string(out), "lists no pod interface eth0") {
+				t.Errorf("CHECK with a prevResult naming only net1 failed for another reason: %s", out)
 			}
 		})
 	}
