@@ -37,8 +37,8 @@ const (
 //	dataDir/            created 0700 if missing
 //	  <network>/        created 0700; opened once with O_NOFOLLOW, and every
 //	                    file below is reached relative to that descriptor
-//	    lock            flock(2)ed for every operation, opened O_NOFOLLOW and
-//	                    read-only
+//	    lock            flock(2)ed for every operation, opened O_NOFOLLOW,
+//	                    read-write (read-only where the file system is)
 //	    state           the whole State, one compact text file (state.go)
 //	    state.tmp       the next state while it is being written
 //
